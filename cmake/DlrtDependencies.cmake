@@ -1,0 +1,39 @@
+# Third-party libraries: OpenBLAS and OpenMP for the Cpu engine, the CUDA
+# toolkit (cudart, cuBLAS) and cuDNN 9 for the GPU engines, GoogleTest and
+# Google Benchmark for tests and benchmarks. All come from the system; the
+# README's setup command installs the Debian packages.
+find_package(Threads REQUIRED)
+find_package(OpenMP REQUIRED COMPONENTS CXX)
+
+find_package(OpenBLAS CONFIG QUIET)
+if(OpenBLAS_FOUND)
+  add_library(dlrt_openblas INTERFACE)
+  target_include_directories(dlrt_openblas SYSTEM INTERFACE ${OpenBLAS_INCLUDE_DIRS})
+  target_link_libraries(dlrt_openblas INTERFACE ${OpenBLAS_LIBRARIES})
+else()
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
+  add_library(dlrt_openblas INTERFACE)
+  target_link_libraries(dlrt_openblas INTERFACE PkgConfig::OPENBLAS)
+endif()
+
+if(DLRT_WITH_CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  set(CUDNN_ROOT "$ENV{CUDNN_ROOT}" CACHE PATH "Where cuDNN 9 is installed (default: the CUDA toolkit)")
+  find_path(CUDNN_INCLUDE_DIR cudnn.h
+    HINTS ${CUDNN_ROOT} ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
+  find_library(CUDNN_LIBRARY cudnn
+    HINTS ${CUDNN_ROOT} ${CUDAToolkit_LIBRARY_DIR} PATH_SUFFIXES lib lib64 lib/x64)
+  if(NOT CUDNN_INCLUDE_DIR OR NOT CUDNN_LIBRARY)
+    message(FATAL_ERROR "DLRT_WITH_CUDA=ON needs cuDNN 9: set CUDNN_ROOT, or configure with -DDLRT_WITH_CUDA=OFF")
+  endif()
+  file(STRINGS ${CUDNN_INCLUDE_DIR}/cudnn_version.h _cudnn_major REGEX "define CUDNN_MAJOR")
+  string(REGEX MATCH "[0-9]+" CUDNN_MAJOR "${_cudnn_major}")
+  if(CUDNN_MAJOR LESS 9)
+    message(FATAL_ERROR "dlrt needs cuDNN 9 or newer, found major version ${CUDNN_MAJOR} in ${CUDNN_INCLUDE_DIR}")
+  endif()
+  add_library(dlrt_cudnn INTERFACE)
+  target_include_directories(dlrt_cudnn SYSTEM INTERFACE ${CUDNN_INCLUDE_DIR})
+  target_link_libraries(dlrt_cudnn INTERFACE ${CUDNN_LIBRARY})
+  get_filename_component(CUDNN_LIBRARY_DIR ${CUDNN_LIBRARY} DIRECTORY)
+endif()

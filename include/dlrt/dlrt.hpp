@@ -1,0 +1,12 @@
+// The whole public API of dlrt.
+#pragma once
+
+#include "dlrt/context.hpp"
+#include "dlrt/conv.hpp"
+#include "dlrt/device.hpp"
+#include "dlrt/engine.hpp"
+#include "dlrt/error.hpp"
+#include "dlrt/log.hpp"
+#include "dlrt/memory.hpp"
+#include "dlrt/tensor.hpp"
+#include "dlrt/version.hpp"

@@ -1,0 +1,94 @@
+// dlrt::Tensor: a dense, contiguous, row-major f32 array on one device.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "dlrt/device.hpp"
+#include "dlrt/export.hpp"
+
+namespace dlrt {
+
+namespace detail {
+struct Storage;
+}
+
+// Up to kMaxRank extents; NCHW for images, [T, N, C] for sequences.
+class DLRT_EXPORT Shape {
+public:
+  static constexpr int kMaxRank = 6;
+
+  Shape() = default;
+  Shape(std::initializer_list<std::int64_t> dims);
+  explicit Shape(std::span<const std::int64_t> dims);
+
+  int rank() const { return rank_; }
+  std::int64_t operator[](int i) const { return dims_[i]; }
+  std::int64_t& operator[](int i) { return dims_[i]; }
+  // Product of the extents; the caller validates that it fits (see numel_checked).
+  std::int64_t numel() const;
+  std::string to_string() const;  // "[2, 3, 5, 5]"
+
+  friend DLRT_EXPORT bool operator==(const Shape& a, const Shape& b);
+
+private:
+  int rank_ = 0;
+  std::int64_t dims_[kMaxRank] = {};
+};
+
+class DLRT_EXPORT Tensor {
+public:
+  // An undefined tensor: no storage, rank 0. Passing one where a tensor is
+  // needed is an Error.
+  Tensor() = default;
+  // Uninitialised storage on `device`. Extents must be >= 1 (and fit memory).
+  explicit Tensor(const Shape& shape, Device device = Device::cpu());
+
+  static Tensor zeros(const Shape& shape, Device device = Device::cpu());
+  static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
+  // values.size() must equal shape.numel().
+  static Tensor from_vector(const Shape& shape, std::span<const float> values,
+                            Device device = Device::cpu());
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int rank() const { return shape_.rank(); }
+  std::int64_t size(int dim) const { return shape_[dim]; }
+  std::int64_t numel() const { return defined() ? shape_.numel() : 0; }
+  std::size_t bytes() const { return static_cast<std::size_t>(numel()) * sizeof(float); }
+  Device device() const { return device_; }
+
+  // Device pointers for CUDA tensors, host pointers for CPU tensors.
+  float* data();
+  const float* data() const;
+
+  // A deep copy on `device` (synchronous).
+  Tensor to(Device device) const;
+  Tensor clone() const { return to(device_); }
+  // Copies src into this tensor: same numel, any devices (synchronous).
+  void copy_from(const Tensor& src);
+  // The values, copied to the host.
+  std::vector<float> to_vector() const;
+  void fill(float value);
+
+  // The same storage seen with another shape of equal numel.
+  Tensor view(const Shape& shape) const;
+  // Rows [begin, end) of dimension 0, sharing storage.
+  Tensor slice(std::int64_t begin, std::int64_t end) const;
+
+  // True when the two tensors' element ranges overlap in memory.
+  bool overlaps(const Tensor& other) const;
+
+private:
+  std::shared_ptr<detail::Storage> storage_;
+  Shape shape_;
+  Device device_ = Device::cpu();
+  std::int64_t offset_ = 0;  // in elements, into storage_
+};
+
+}  // namespace dlrt

@@ -1,0 +1,7 @@
+#include "dlrt/version.hpp"
+
+namespace dlrt {
+
+const char* version() noexcept { return DLRT_VERSION_STRING; }
+
+}  // namespace dlrt

@@ -1,0 +1,92 @@
+#include "support/test_support.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <sstream>
+
+namespace dlrt::test {
+
+std::vector<float> random_values(std::int64_t count, std::uint64_t seed, float lo, float hi) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> values(static_cast<std::size_t>(count));
+  for (float& v : values) v = dist(rng);
+  return values;
+}
+
+Tensor random_tensor(const Shape& shape, std::uint64_t seed, Device device) {
+  return Tensor::from_vector(shape, random_values(shape.numel(), seed), device);
+}
+
+Tensor poisoned(const Shape& shape, Device device) {
+  return Tensor::full(shape, std::numeric_limits<float>::quiet_NaN(), device);
+}
+
+Device device_for(Engine engine) {
+  return engine == Engine::Cuda || engine == Engine::Cudnn ? Device::cuda(0) : Device::cpu();
+}
+
+std::string engine_unavailable(Engine engine) {
+  if (device_for(engine).is_cpu()) return {};
+  if (!built_with_cuda()) return "libdlrt was built without CUDA (DLRT_WITH_CUDA=OFF)";
+  if (!cuda_available()) return "no CUDA device on this machine: " + cuda_unavailable_reason();
+  return {};
+}
+
+::testing::AssertionResult all_close(const std::vector<float>& got, const std::vector<float>& want,
+                                     std::int64_t accumulation_length, double rtol) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
+  double scale = 0.0;
+  for (float v : want) scale = std::max(scale, double(std::fabs(v)));
+  const double atol =
+      4.0 * std::numeric_limits<float>::epsilon() *
+      std::sqrt(double(std::max<std::int64_t>(accumulation_length, 1))) * std::max(scale, 1.0);
+  std::size_t worst = 0;
+  double worst_excess = -1.0;
+  std::size_t bad = 0;
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    const double tol = atol + rtol * std::fabs(want[i]);
+    const double err = std::fabs(double(got[i]) - double(want[i]));
+    const bool ok = err <= tol;  // false for NaN
+    if (!ok) {
+      ++bad;
+      const double excess = std::isnan(err) ? std::numeric_limits<double>::infinity() : err / tol;
+      if (excess > worst_excess) worst_excess = excess, worst = i;
+    }
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure()
+         << bad << " of " << got.size() << " elements differ; worst at index " << worst
+         << ": got " << got[worst] << ", want " << want[worst] << " (atol " << atol << ")";
+}
+
+::testing::AssertionResult throws_error(const std::function<void()>& call, Error::Kind kind,
+                                        const std::vector<std::string>& needles) {
+  try {
+    call();
+  } catch (const Error& e) {
+    if (e.kind() != kind)
+      return ::testing::AssertionFailure()
+             << "threw kind '" << to_string(e.kind()) << "' instead of '" << to_string(kind)
+             << "': " << e.what();
+    const std::string message = e.what();
+    for (const std::string& needle : needles)
+      if (message.find(needle) == std::string::npos)
+        return ::testing::AssertionFailure()
+               << "message lacks \"" << needle << "\": " << message;
+    return ::testing::AssertionSuccess();
+  } catch (const std::exception& e) {
+    return ::testing::AssertionFailure() << "threw a non-dlrt exception: " << e.what();
+  }
+  return ::testing::AssertionFailure() << "did not throw";
+}
+
+bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+}  // namespace dlrt::test
