@@ -61,10 +61,14 @@ bool operator==(const Shape& a, const Shape& b) {
 
 // ---------------------------------------------------------------- Tensor
 
-Tensor::Tensor(const Shape& shape, Device device) : shape_(shape), device_(device) {
+const char* to_string(DType dtype) noexcept { return dtype == DType::F32 ? "f32" : "i32"; }
+
+Tensor::Tensor(const Shape& shape, Device device, DType dtype)
+    : shape_(shape), device_(device), dtype_(dtype) {
   detail::check_shape("Tensor", "shape", shape);
-  storage_ = std::make_shared<detail::Storage>(
-      device, static_cast<std::size_t>(shape.numel()) * sizeof(float));
+  if (dtype != DType::F32 && dtype != DType::I32)
+    detail::invalid_argument("Tensor", "dtype", static_cast<int>(dtype), "must be DType::F32 or DType::I32");
+  storage_ = std::make_shared<detail::Storage>(device, static_cast<std::size_t>(shape.numel()) * 4);
 }
 
 Tensor Tensor::zeros(const Shape& shape, Device device) { return full(shape, 0.0f, device); }
@@ -95,7 +99,7 @@ const float* Tensor::data() const {
 
 Tensor Tensor::to(Device device) const {
   if (!defined()) throw Error(Error::Kind::InvalidArgument, "Tensor::to: argument 'this' is an undefined tensor");
-  Tensor out(shape_, device);
+  Tensor out(shape_, device, dtype_);
   detail::gpu::memcpy(out.data(), device, data(), device_, bytes());
   return out;
 }
@@ -106,6 +110,9 @@ void Tensor::copy_from(const Tensor& src) {
   if (src.numel() != numel())
     detail::invalid_argument("Tensor::copy_from", "src.shape", src.shape().to_string(),
                              "must have as many elements as the destination " + shape_.to_string());
+  if (src.dtype() != dtype_)
+    detail::invalid_argument("Tensor::copy_from", "src.dtype", to_string(src.dtype()),
+                             std::string("must match the destination's ") + to_string(dtype_));
   if (src.data() == data()) return;
   detail::gpu::memcpy(data(), device_, src.data(), src.device(), bytes());
 }
@@ -116,15 +123,27 @@ std::vector<float> Tensor::to_vector() const {
   return values;
 }
 
+std::vector<std::int32_t> Tensor::to_vector_i32() const {
+  std::vector<std::int32_t> values(static_cast<std::size_t>(numel()));
+  if (defined()) detail::gpu::memcpy(values.data(), Device::cpu(), data(), device_, bytes());
+  return values;
+}
+
 void Tensor::fill(float value) {
   if (!defined()) throw Error(Error::Kind::InvalidArgument, "Tensor::fill: argument 'this' is an undefined tensor");
+  const auto count = static_cast<std::size_t>(numel());
+  if (dtype_ == DType::I32) {
+    std::vector<std::int32_t> host(count, static_cast<std::int32_t>(value));
+    detail::gpu::memcpy(data(), device_, host.data(), Device::cpu(), bytes());
+    return;
+  }
   if (device_.is_cpu()) {
     std::fill_n(data(), numel(), value);
     return;
   }
   // Device fills go through a host staging buffer: this is a set-up path,
   // not an op, and it keeps the runtime free of kernels.
-  std::vector<float> host(static_cast<std::size_t>(numel()), value);
+  std::vector<float> host(count, value);
   detail::gpu::memcpy(data(), device_, host.data(), Device::cpu(), bytes());
 }
 

@@ -20,8 +20,11 @@ void check_shape(std::string_view op, std::string_view name, const Shape& shape)
 }
 
 void check_tensor(std::string_view op, std::string_view name, const Tensor& t, int rank,
-                  Device device) {
+                  Device device, DType dtype) {
   if (!t.defined()) invalid_argument(op, name, "undefined tensor", "must be a defined tensor");
+  if (t.dtype() != dtype)
+    invalid_argument(op, std::string(name) + ".dtype", to_string(t.dtype()),
+                     std::string("must be ") + to_string(dtype));
   if (t.rank() != rank)
     invalid_argument(op, name, t.shape().to_string(),
                      "must have rank " + std::to_string(rank) + ", not " + std::to_string(t.rank()));

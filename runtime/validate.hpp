@@ -28,9 +28,9 @@ inline constexpr std::int64_t kMaxElements = std::int64_t{1} << 40;
 // Every extent >= 1 and the product <= kMaxElements, checked without overflow.
 void check_shape(std::string_view op, std::string_view name, const Shape& shape);
 
-// t is defined, has `rank`, lives on `device`, and its shape passes check_shape.
+// t is defined, has `rank` and `dtype`, lives on `device`, and its shape passes check_shape.
 void check_tensor(std::string_view op, std::string_view name, const Tensor& t, int rank,
-                  Device device);
+                  Device device, DType dtype = DType::F32);
 
 void check_shape_is(std::string_view op, std::string_view name, const Tensor& t,
                     const Shape& expected, std::string_view why);

@@ -8,5 +8,6 @@
 #include "dlrt/error.hpp"
 #include "dlrt/log.hpp"
 #include "dlrt/memory.hpp"
+#include "dlrt/pool.hpp"
 #include "dlrt/tensor.hpp"
 #include "dlrt/version.hpp"

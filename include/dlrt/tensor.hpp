@@ -1,4 +1,5 @@
-// dlrt::Tensor: a dense, contiguous, row-major f32 array on one device.
+// dlrt::Tensor: a dense, contiguous, row-major array on one device: f32 data,
+// or i32 for index workspaces (max pooling's argmax).
 #pragma once
 
 #include <cstddef>
@@ -41,13 +42,16 @@ private:
   std::int64_t dims_[kMaxRank] = {};
 };
 
+enum class DType { F32, I32 };
+DLRT_EXPORT const char* to_string(DType dtype) noexcept;
+
 class DLRT_EXPORT Tensor {
 public:
   // An undefined tensor: no storage, rank 0. Passing one where a tensor is
   // needed is an Error.
   Tensor() = default;
   // Uninitialised storage on `device`. Extents must be >= 1 (and fit memory).
-  explicit Tensor(const Shape& shape, Device device = Device::cpu());
+  explicit Tensor(const Shape& shape, Device device = Device::cpu(), DType dtype = DType::F32);
 
   static Tensor zeros(const Shape& shape, Device device = Device::cpu());
   static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
@@ -60,20 +64,27 @@ public:
   int rank() const { return shape_.rank(); }
   std::int64_t size(int dim) const { return shape_[dim]; }
   std::int64_t numel() const { return defined() ? shape_.numel() : 0; }
-  std::size_t bytes() const { return static_cast<std::size_t>(numel()) * sizeof(float); }
+  // Both dtypes are four bytes wide.
+  std::size_t bytes() const { return static_cast<std::size_t>(numel()) * 4; }
   Device device() const { return device_; }
+  DType dtype() const { return dtype_; }
 
-  // Device pointers for CUDA tensors, host pointers for CPU tensors.
+  // Device pointers for CUDA tensors, host pointers for CPU tensors. data()
+  // is the f32 view and data_i32() the i32 one; the ops check the dtype.
   float* data();
   const float* data() const;
+  std::int32_t* data_i32() { return reinterpret_cast<std::int32_t*>(data()); }
+  const std::int32_t* data_i32() const { return reinterpret_cast<const std::int32_t*>(data()); }
 
   // A deep copy on `device` (synchronous).
   Tensor to(Device device) const;
   Tensor clone() const { return to(device_); }
   // Copies src into this tensor: same numel, any devices (synchronous).
   void copy_from(const Tensor& src);
-  // The values, copied to the host.
+  // The values, copied to the host (f32 tensors; to_vector_i32 for i32).
   std::vector<float> to_vector() const;
+  std::vector<std::int32_t> to_vector_i32() const;
+  // f32 tensors: every element = value; i32 tensors: = int32_t(value).
   void fill(float value);
 
   // The same storage seen with another shape of equal numel.
@@ -88,6 +99,7 @@ private:
   std::shared_ptr<detail::Storage> storage_;
   Shape shape_;
   Device device_ = Device::cpu();
+  DType dtype_ = DType::F32;
   std::int64_t offset_ = 0;  // in elements, into storage_
 };
 
