@@ -46,7 +46,7 @@ void expect_rule(const Rule& rule, const Shape& out_shape, DType out_dtype = DTy
 TEST(Conv2dValidation, ForwardRules) {
   Valid v;
   auto fwd = [&](const Tensor& x, const Tensor& w, const Tensor* b, const Conv2dParams& p) {
-    return [&v, x, w, b, p](Context& ctx, Tensor& y) { conv2d_forward(ctx, x, w, b, y, p); };
+    return [x, w, b, p](Context& ctx, Tensor& y) { conv2d_forward(ctx, x, w, b, y, p); };
   };
   const Tensor i32_x = Tensor({2, 4, 7, 7}, Device::cpu(), DType::I32);
   const Tensor bias_2d = test::random_tensor({6, 1}, 5), bias_5 = test::random_tensor({5}, 5);

@@ -2,7 +2,8 @@
 # Builds dlrt and runs every test: the default build (CUDA engines compiled
 # when nvcc is present; GPU tests run where a GPU is, and skip with a reason
 # where not), the CPU-only build, the ASan+UBSan build (leak checks
-# included), and the installed-package consumer. CI runs exactly this.
+# included), the installed-package consumer, and a bounded libFuzzer run
+# (DLRT_FUZZ_SECONDS, default 60). CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -10,8 +11,9 @@ jobs=${DLRT_JOBS:-$(nproc)}
 
 run_preset() {
   local preset=$1
+  shift
   echo "=== preset $preset: configure, build, test"
-  cmake --preset "$preset" >/dev/null
+  cmake --preset "$preset" "$@" >/dev/null
   cmake --build --preset "$preset" -j "$jobs"
   ctest --preset "$preset" -j "$jobs"
 }
@@ -19,4 +21,5 @@ run_preset() {
 run_preset default
 run_preset cpu-only
 run_preset asan
+run_preset fuzz -DDLRT_FUZZ_SECONDS="${DLRT_FUZZ_SECONDS:-60}"
 echo "=== all test suites passed"
