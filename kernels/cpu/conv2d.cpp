@@ -5,7 +5,8 @@
 //   backward data   col[crs,pq] = W^T[crs, k] * dY[k, pq],   then col2im
 //   backward filter dW[k, crs] += dY[k, pq]   * col^T[pq, crs]
 // A band of output rows bounds the col buffer by the context's workspace
-// limit. 1x1 stride-1 unpadded convolutions skip im2col: x already is col.
+// limit. 1x1 stride-1 unpadded convolutions skip im2col: x already is col;
+// depthwise convolutions skip the GEMM altogether.
 #include <cblas.h>
 #include <omp.h>
 
@@ -84,13 +85,98 @@ void col2im_add(const Conv2dGeometry& g, const float* col, std::int64_t p0, std:
 
 int blas_int(std::int64_t v) { return static_cast<int>(v); }
 
+// Depthwise convolution (one input channel per group): im2col would turn
+// each group into a matrix-vector product, so these loops work on the planes
+// directly. Each thread owns whole output planes, so no two threads write one
+// element and the sum order is fixed.
+bool is_depthwise(const Conv2dGeometry& g) { return g.c_per_group() == 1; }
+
+// y[n,k] += w[k] (*) x[n, k / Kg]: for each filter tap, a shifted, strided
+// row of x scaled by one weight; the valid column range is computed once per tap.
+void depthwise_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* bias,
+                       float* y) {
+  const std::int64_t Kg = g.k_per_group(), PQ = g.P * g.Q;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::int64_t n = 0; n < g.N; ++n)
+    for (std::int64_t k = 0; k < g.K; ++k) {
+      const float* plane = x + (n * g.C + k / Kg) * g.H * g.W;
+      const float* taps = w + k * g.R * g.S;
+      float* out = y + (n * g.K + k) * PQ;
+      std::fill_n(out, PQ, bias ? bias[k] : 0.0f);
+      for (std::int64_t s = 0; s < g.S; ++s) {
+        const ColumnRange valid = valid_columns(g, s);
+        for (std::int64_t p = 0; p < g.P; ++p)
+          for (std::int64_t r = 0; r < g.R; ++r) {
+            const std::int64_t h = p * g.stride_h - g.pad_h + r * g.dilation_h;
+            if (h < 0 || h >= g.H) continue;
+            const float tap = taps[r * g.S + s];
+            const float* in = plane + h * g.W + s * g.dilation_w - g.pad_w;
+            float* row = out + p * g.Q;
+            for (std::int64_t q = valid.begin; q < valid.end; ++q) row[q] += tap * in[q * g.stride_w];
+          }
+      }
+    }
+}
+
+// dx[n,c] = sum over the Kg outputs of group c of w[k] scattered back.
+void depthwise_backward_data(const Conv2dGeometry& g, const float* dy, const float* w, float* dx) {
+  const std::int64_t Kg = g.k_per_group(), PQ = g.P * g.Q;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (std::int64_t n = 0; n < g.N; ++n)
+    for (std::int64_t c = 0; c < g.C; ++c) {
+      float* plane = dx + (n * g.C + c) * g.H * g.W;
+      std::fill_n(plane, g.H * g.W, 0.0f);
+      for (std::int64_t k = c * Kg; k < (c + 1) * Kg; ++k) {
+        const float* grad = dy + (n * g.K + k) * PQ;
+        for (std::int64_t s = 0; s < g.S; ++s) {
+          const ColumnRange valid = valid_columns(g, s);
+          for (std::int64_t p = 0; p < g.P; ++p)
+            for (std::int64_t r = 0; r < g.R; ++r) {
+              const std::int64_t h = p * g.stride_h - g.pad_h + r * g.dilation_h;
+              if (h < 0 || h >= g.H) continue;
+              const float tap = w[(k * g.R + r) * g.S + s];
+              float* in = plane + h * g.W + s * g.dilation_w - g.pad_w;
+              const float* row = grad + p * g.Q;
+              for (std::int64_t q = valid.begin; q < valid.end; ++q) in[q * g.stride_w] += tap * row[q];
+            }
+        }
+      }
+    }
+}
+
+// dw[k, r, s] = sum over n, p, q of dy[n,k,p,q] * x[n, k / Kg, h, w].
+void depthwise_backward_filter(const Conv2dGeometry& g, const float* x, const float* dy, float* dw) {
+  const std::int64_t Kg = g.k_per_group(), PQ = g.P * g.Q;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t k = 0; k < g.K; ++k)
+    for (std::int64_t r = 0; r < g.R; ++r)
+      for (std::int64_t s = 0; s < g.S; ++s) {
+        const ColumnRange valid = valid_columns(g, s);
+        double sum = 0.0;
+        for (std::int64_t n = 0; n < g.N; ++n) {
+          const float* plane = x + (n * g.C + k / Kg) * g.H * g.W;
+          const float* grad = dy + (n * g.K + k) * PQ;
+          for (std::int64_t p = 0; p < g.P; ++p) {
+            const std::int64_t h = p * g.stride_h - g.pad_h + r * g.dilation_h;
+            if (h < 0 || h >= g.H) continue;
+            const float* in = plane + h * g.W + s * g.dilation_w - g.pad_w;
+            const float* row = grad + p * g.Q;
+            float partial = 0.0f;
+            for (std::int64_t q = valid.begin; q < valid.end; ++q) partial += row[q] * in[q * g.stride_w];
+            sum += partial;
+          }
+        }
+        dw[(k * g.R + r) * g.S + s] = static_cast<float>(sum);
+      }
+}
+
 class CpuConv2d final : public Conv2dEngine {
 public:
   Engine engine() const override { return Engine::Cpu; }
   Device::Kind device_kind() const override { return Device::Kind::Cpu; }
 
   Support supports(const Context& ctx, Conv2dOp op, const Conv2dGeometry& g) const override {
-    if (op == Conv2dOp::BackwardBias) return Support::yes();
+    if (op == Conv2dOp::BackwardBias || is_depthwise(g)) return Support::yes();
     // OpenBLAS takes 32-bit dimensions and leading dimensions.
     const std::int64_t crs = g.c_per_group() * g.R * g.S;
     const std::int64_t largest = std::max({crs, g.K, g.P * g.Q, g.H * g.W, crs * g.Q});
@@ -106,6 +192,7 @@ public:
 
   void forward(Context& ctx, const Conv2dGeometry& g, const float* x, const float* w,
                const float* bias, float* y) const override {
+    if (is_depthwise(g)) return depthwise_forward(g, x, w, bias, y);
     const std::int64_t Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S;
     const std::int64_t PQ = g.P * g.Q;
     const std::int64_t band_p = g.is_pointwise() ? g.P : band_rows(ctx, g);
@@ -140,6 +227,7 @@ public:
 
   void backward_data(Context& ctx, const Conv2dGeometry& g, const float* dy, const float* w,
                      float* dx) const override {
+    if (is_depthwise(g)) return depthwise_backward_data(g, dy, w, dx);
     const std::int64_t Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S;
     const std::int64_t PQ = g.P * g.Q;
     if (g.is_pointwise()) {
@@ -170,6 +258,7 @@ public:
 
   void backward_filter(Context& ctx, const Conv2dGeometry& g, const float* x, const float* dy,
                        float* dw) const override {
+    if (is_depthwise(g)) return depthwise_backward_filter(g, x, dy, dw);
     const std::int64_t Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S;
     const std::int64_t PQ = g.P * g.Q;
     const std::int64_t band_p = g.is_pointwise() ? g.P : band_rows(ctx, g);
