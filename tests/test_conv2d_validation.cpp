@@ -285,3 +285,45 @@ TEST(Conv2dValidation, TensorsOnAnotherDeviceThanTheContext) {
 
 }  // namespace
 }  // namespace dlrt
+
+namespace dlrt {
+namespace {
+
+TEST(Conv2dFaults, AWorkspaceAllocationFailureIsAnErrorAndLeavesTheOutputUntouched) {
+  Context ctx;
+  Tensor x = test::random_tensor({2, 3, 9, 9}, 1), w = test::random_tensor({4, 3, 3, 3}, 2);
+  Tensor y = test::poisoned({2, 4, 7, 7});
+  const std::vector<float> before = y.to_vector();
+  const MemoryStats stats = memory_stats(Device::cpu());
+  debug::fail_next_allocations(Device::cpu(), 1);  // the im2col workspace
+  EXPECT_TRUE(test::throws_error([&] { conv2d_forward(ctx, x, w, nullptr, y, {}, Engine::Cpu); },
+                                 Error::Kind::OutOfMemory, {"injected"}));
+  EXPECT_TRUE(test::bitwise_equal(y.to_vector(), before));
+  EXPECT_EQ(memory_stats(Device::cpu()).in_use_bytes, stats.in_use_bytes);
+  // The same context and allocator work on the next call.
+  conv2d_forward(ctx, x, w, nullptr, y, {}, Engine::Cpu);
+  Tensor want({2, 4, 7, 7});
+  conv2d_forward(ctx, x, w, nullptr, want, {}, Engine::Reference);
+  EXPECT_TRUE(test::all_close(y.to_vector(), want.to_vector(), 27));
+}
+
+TEST(Conv2dFaults, ProblemsBeyond32BitGemmsAreDeclinedNotWrapped) {
+  // One input row of 2^31 + 7 columns: the im2col GEMM's leading dimension
+  // no longer fits OpenBLAS's int. Asked without allocating anything.
+  Context ctx;
+  const Shape x{1, 1, 1, (std::int64_t{1} << 31) + 7}, w{1, 1, 1, 3};
+  EngineQuery cpu = conv2d_query(ctx, Conv2dOp::Forward, x, w, {}, Engine::Cpu);
+  // Depthwise-shaped problems take the direct path, which indexes with int64;
+  // a two-channel problem goes through the GEMM and must be declined.
+  EXPECT_TRUE(cpu.supported) << cpu.reason;
+  const Shape x2{1, 2, 1, (std::int64_t{1} << 31) + 7}, w2{1, 2, 1, 3};
+  cpu = conv2d_query(ctx, Conv2dOp::Forward, x2, w2, {}, Engine::Cpu);
+  EXPECT_FALSE(cpu.supported);
+  EXPECT_NE(cpu.reason.find("32-bit"), std::string::npos) << cpu.reason;
+  EngineQuery automatic = conv2d_query(ctx, Conv2dOp::Forward, x2, w2, {});
+  EXPECT_TRUE(automatic.supported);
+  EXPECT_EQ(automatic.engine, Engine::Reference);
+}
+
+}  // namespace
+}  // namespace dlrt
