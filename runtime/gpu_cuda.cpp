@@ -122,6 +122,9 @@ std::string where(const char* call, const char* file, int line) {
 }  // namespace
 
 void throw_cuda_error(cudaError_t status, const char* call, const char* file, int line) {
+  // Clear a non-sticky error now, so that it is not blamed on the next
+  // launch check once this one has been handled.
+  cudaGetLastError();
   Error::Kind kind = status == cudaErrorMemoryAllocation ? Error::Kind::OutOfMemory : Error::Kind::Device;
   throw Error(kind, "CUDA error " + std::string(cudaGetErrorName(status)) + ": " +
                         cudaGetErrorString(status) + " in " + where(call, file, line));
