@@ -5,8 +5,19 @@
 find_package(Threads REQUIRED)
 find_package(OpenMP REQUIRED COMPONENTS CXX)
 
-find_package(OpenBLAS CONFIG QUIET)
+# The OpenMP build of OpenBLAS shares libgomp's thread pool with dlrt's own
+# OpenMP loops. With the pthreads build, OpenMP workers that spin after an
+# im2col loop compete with OpenBLAS's threads for the cores, and small
+# convolutions ran up to 50x slower on a two-core machine.
+set(DLRT_OPENBLAS_VARIANT "openmp" CACHE STRING "Debian's OpenBLAS build to link: openmp, pthread or serial")
+find_package(OpenBLAS CONFIG QUIET NO_DEFAULT_PATH
+  PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-${DLRT_OPENBLAS_VARIANT}/cmake)
+if(NOT OpenBLAS_FOUND)
+  message(STATUS "OpenBLAS's ${DLRT_OPENBLAS_VARIANT} build was not found; using the default one")
+  find_package(OpenBLAS CONFIG QUIET)
+endif()
 if(OpenBLAS_FOUND)
+  message(STATUS "OpenBLAS: ${OpenBLAS_LIBRARIES}")
   add_library(dlrt_openblas INTERFACE)
   target_include_directories(dlrt_openblas SYSTEM INTERFACE ${OpenBLAS_INCLUDE_DIRS})
   target_link_libraries(dlrt_openblas INTERFACE ${OpenBLAS_LIBRARIES})

@@ -1,0 +1,200 @@
+// The Cpu pooling engine, OpenMP over planes (and output rows for forward).
+// Each output row is split once into a left border, an interior and a right
+// border: interior windows lie wholly inside the input, so their loops carry
+// no clipping. Backward scatters within a plane, one thread per plane, in
+// row-major output order: no races, and max pooling's float sums come out in
+// the order the other engines use.
+#include <algorithm>
+
+#include "runtime/pool2d_engine.hpp"
+
+namespace dlrt::detail {
+namespace {
+
+using i64 = std::int64_t;
+
+// The input rows that output row p reads, and their count counting padding.
+struct Rows {
+  i64 begin, end, padded;
+};
+Rows window_rows(const Pool2dGeometry& g, i64 p) {
+  const i64 start = p * g.stride_h - g.pad_h;
+  const i64 stop = std::min(start + g.window_h, g.H + g.pad_h);
+  return {std::max<i64>(start, 0), std::min(stop, g.H), stop - start};
+}
+
+// Interior columns q: 0 <= q*stride_w - pad_w and q*stride_w - pad_w + window_w <= W.
+struct Interior {
+  i64 begin, end;
+};
+Interior interior_columns(const Pool2dGeometry& g) {
+  i64 begin = (g.pad_w + g.stride_w - 1) / g.stride_w;
+  const i64 room = g.W + g.pad_w - g.window_w;
+  i64 end = room < 0 ? 0 : room / g.stride_w + 1;
+  begin = std::min(begin, g.Q);
+  end = std::clamp(end, begin, g.Q);
+  return {begin, end};
+}
+
+// Calls fn(q, first column, one past the last column, width counting padding)
+// for every output column: borders clip, the interior does not.
+template <class Fn>
+inline void for_each_window(const Pool2dGeometry& g, const Interior& interior, Fn&& fn) {
+  auto border = [&](i64 q) {
+    const i64 start = q * g.stride_w - g.pad_w;
+    const i64 stop = std::min(start + g.window_w, g.W + g.pad_w);
+    fn(q, std::max<i64>(start, 0), std::min(stop, g.W), stop - start);
+  };
+  for (i64 q = 0; q < interior.begin; ++q) border(q);
+  for (i64 q = interior.begin; q < interior.end; ++q) {
+    const i64 start = q * g.stride_w - g.pad_w;
+    fn(q, start, start + g.window_w, i64{g.window_w});
+  }
+  for (i64 q = interior.end; q < g.Q; ++q) border(q);
+}
+
+// The first maximum in row-major order; a NaN replaces a number, never a NaN.
+inline i64 argmax(const float* plane, i64 W, const Rows& rows, i64 w0, i64 w1) {
+  i64 best_at = rows.begin * W + w0;
+  float best = plane[best_at];
+  for (i64 h = rows.begin; h < rows.end; ++h) {
+    const float* row = plane + h * W;
+    for (i64 c = w0; c < w1; ++c)
+      if (!(row[c] <= best) && best == best) best = row[c], best_at = h * W + c;
+  }
+  return best_at;
+}
+
+template <PoolMode kMode>
+void forward_row(const Pool2dGeometry& g, const Interior& interior, const float* in, i64 p,
+                 float* y_row, std::int32_t* indices_row) {
+  const Rows rows = window_rows(g, p);
+  if constexpr (kMode == PoolMode::Max) {
+    for_each_window(g, interior, [&](i64 q, i64 w0, i64 w1, i64) {
+      const i64 best = argmax(in, g.W, rows, w0, w1);
+      y_row[q] = in[best];
+      if (indices_row) indices_row[q] = static_cast<std::int32_t>(best);
+    });
+  } else {
+    for_each_window(g, interior, [&](i64 q, i64 w0, i64 w1, i64 padded_w) {
+      float sum = 0.0f;
+      for (i64 h = rows.begin; h < rows.end; ++h) {
+        const float* row = in + h * g.W;
+        for (i64 c = w0; c < w1; ++c) sum += row[c];
+      }
+      // y = sum / count, count = the padded area or the number of input elements.
+      const i64 count = kMode == PoolMode::AverageIncludePad ? rows.padded * padded_w
+                                                             : (rows.end - rows.begin) * (w1 - w0);
+      y_row[q] = sum / static_cast<float>(count);
+    });
+  }
+}
+
+template <PoolMode kMode>
+void forward_all(const Pool2dGeometry& g, const float* x, float* y, std::int32_t* indices) {
+  const Interior interior = interior_columns(g);
+  const i64 rows = g.planes() * g.P;
+#pragma omp parallel for schedule(static)
+  for (i64 r = 0; r < rows; ++r) {
+    const i64 plane = r / g.P, p = r % g.P;
+    forward_row<kMode>(g, interior, x + plane * g.x_plane(), p, y + r * g.Q,
+                       indices ? indices + r * g.Q : nullptr);
+  }
+}
+
+// dx[argmax of (p, q)] += dy[p, q], outputs in row-major order.
+void backward_max_plane(const Pool2dGeometry& g, const Interior& interior, const float* dy,
+                        float* dx, const std::int32_t* indices, const float* x) {
+  std::fill_n(dx, g.x_plane(), 0.0f);
+  for (i64 p = 0; p < g.P; ++p) {
+    const Rows rows = window_rows(g, p);
+    const float* dy_row = dy + p * g.Q;
+    if (indices) {
+      const std::int32_t* index_row = indices + p * g.Q;
+      for_each_window(g, interior, [&](i64 q, i64 w0, i64 w1, i64) {
+        const i64 at = index_row[q];
+        // An index outside its window (not one forward wrote) contributes nothing.
+        const i64 h = at / g.W, c = at % g.W;
+        if (at >= 0 && h >= rows.begin && h < rows.end && c >= w0 && c < w1) dx[at] += dy_row[q];
+      });
+    } else {
+      for_each_window(g, interior, [&](i64 q, i64 w0, i64 w1, i64) {
+        dx[argmax(x, g.W, rows, w0, w1)] += dy_row[q];
+      });
+    }
+  }
+}
+
+// dx[h, w] += dy[p, q] / count(p, q) over the window of every (p, q).
+template <PoolMode kMode>
+void backward_average_plane(const Pool2dGeometry& g, const Interior& interior, const float* dy,
+                            float* dx) {
+  std::fill_n(dx, g.x_plane(), 0.0f);
+  for (i64 p = 0; p < g.P; ++p) {
+    const Rows rows = window_rows(g, p);
+    const float* dy_row = dy + p * g.Q;
+    for_each_window(g, interior, [&](i64 q, i64 w0, i64 w1, i64 padded_w) {
+      const i64 count = kMode == PoolMode::AverageIncludePad ? rows.padded * padded_w
+                                                             : (rows.end - rows.begin) * (w1 - w0);
+      const float share = dy_row[q] / static_cast<float>(count);
+      for (i64 h = rows.begin; h < rows.end; ++h) {
+        float* row = dx + h * g.W;
+        for (i64 c = w0; c < w1; ++c) row[c] += share;
+      }
+    });
+  }
+}
+
+class CpuPool2d final : public Pool2dEngine {
+public:
+  Engine engine() const override { return Engine::Cpu; }
+  Device::Kind device_kind() const override { return Device::Kind::Cpu; }
+
+  Support supports(const Context&, Pool2dOp, const Pool2dGeometry&,
+                   Pool2dSavedKind) const override {
+    return Support::yes();
+  }
+
+  void forward(Context&, const Pool2dGeometry& g, const float* x, float* y,
+               std::int32_t* indices) const override {
+    switch (g.mode) {
+      case PoolMode::Max:
+        forward_all<PoolMode::Max>(g, x, y, indices);
+        break;
+      case PoolMode::AverageIncludePad:
+        forward_all<PoolMode::AverageIncludePad>(g, x, y, nullptr);
+        break;
+      case PoolMode::AverageExcludePad:
+        forward_all<PoolMode::AverageExcludePad>(g, x, y, nullptr);
+        break;
+    }
+  }
+
+  void backward(Context&, const Pool2dGeometry& g, const float* dy, float* dx,
+                const std::int32_t* indices, const float* x, const float*) const override {
+    const Interior interior = interior_columns(g);
+#pragma omp parallel for schedule(static)
+    for (i64 plane = 0; plane < g.planes(); ++plane) {
+      const float* dy_plane = dy + plane * g.y_plane();
+      float* dx_plane = dx + plane * g.x_plane();
+      switch (g.mode) {
+        case PoolMode::Max:
+          backward_max_plane(g, interior, dy_plane, dx_plane,
+                             indices ? indices + plane * g.y_plane() : nullptr,
+                             indices ? nullptr : x + plane * g.x_plane());
+          break;
+        case PoolMode::AverageIncludePad:
+          backward_average_plane<PoolMode::AverageIncludePad>(g, interior, dy_plane, dx_plane);
+          break;
+        case PoolMode::AverageExcludePad:
+          backward_average_plane<PoolMode::AverageExcludePad>(g, interior, dy_plane, dx_plane);
+          break;
+      }
+    }
+  }
+};
+
+const Registrar<Pool2dEngine> registrar{std::make_unique<CpuPool2d>()};
+
+}  // namespace
+}  // namespace dlrt::detail

@@ -1,0 +1,137 @@
+// The Cudnn pooling engine: cudnnPoolingForward and cudnnPoolingBackward, the
+// baseline dlrt's own kernels are measured against. It declines what cuDNN
+// cannot express with dlrt's semantics:
+//  - ceil_mode where the output size differs from cuDNN's floor formula;
+//  - argmax indices (cuDNN outputs none);
+//  - max backward: cuDNN needs x and y, not indices, and does not document
+//    which of tied maxima, or which NaN, receives the gradient, whereas dlrt
+//    promises the first in row-major order.
+// Max forward propagates NaN (CUDNN_PROPAGATE_NAN) and returns the window's
+// maximum value; only the sign of a zero maximum, when +0 and -0 tie, may
+// differ from the first-wins rule.
+#include <cudnn.h>
+
+#include <climits>
+#include <memory>
+#include <string>
+
+#include "runtime/cuda_check.hpp"
+#include "runtime/cuda_handles.hpp"
+#include "runtime/gpu.hpp"
+#include "runtime/pool2d_engine.hpp"
+
+// cuDNN 9 deprecates the legacy pooling API in favour of the graph API; the legacy calls stay the
+// plain baseline.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+namespace dlrt::detail {
+namespace {
+
+struct TensorDescDeleter {
+  void operator()(cudnnTensorStruct* d) const { cudnnDestroyTensorDescriptor(d); }
+};
+struct PoolingDescDeleter {
+  void operator()(cudnnPoolingStruct* d) const { cudnnDestroyPoolingDescriptor(d); }
+};
+using TensorDesc = std::unique_ptr<cudnnTensorStruct, TensorDescDeleter>;
+using PoolingDesc = std::unique_ptr<cudnnPoolingStruct, PoolingDescDeleter>;
+
+TensorDesc tensor_desc(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
+  cudnnTensorDescriptor_t raw = nullptr;
+  DLRT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&raw));
+  TensorDesc desc(raw);
+  DLRT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(raw, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
+                                              static_cast<int>(n), static_cast<int>(c),
+                                              static_cast<int>(h), static_cast<int>(w)));
+  return desc;
+}
+
+cudnnPoolingMode_t cudnn_mode(PoolMode mode) {
+  switch (mode) {
+    case PoolMode::Max:
+      return CUDNN_POOLING_MAX_DETERMINISTIC;
+    case PoolMode::AverageIncludePad:
+      return CUDNN_POOLING_AVERAGE_COUNT_INCLUDE_PADDING;
+    case PoolMode::AverageExcludePad:
+      return CUDNN_POOLING_AVERAGE_COUNT_EXCLUDE_PADDING;
+  }
+  return CUDNN_POOLING_MAX_DETERMINISTIC;
+}
+
+PoolingDesc pooling_desc(const Pool2dGeometry& g) {
+  cudnnPoolingDescriptor_t raw = nullptr;
+  DLRT_CUDNN_CHECK(cudnnCreatePoolingDescriptor(&raw));
+  PoolingDesc desc(raw);
+  DLRT_CUDNN_CHECK(cudnnSetPooling2dDescriptor(raw, cudnn_mode(g.mode), CUDNN_PROPAGATE_NAN,
+                                               g.window_h, g.window_w, g.pad_h, g.pad_w, g.stride_h,
+                                               g.stride_w));
+  return desc;
+}
+
+class CudnnPool2d final : public Pool2dEngine {
+public:
+  Engine engine() const override { return Engine::Cudnn; }
+  Device::Kind device_kind() const override { return Device::Kind::Cuda; }
+
+  Support supports(const Context&, Pool2dOp op, const Pool2dGeometry& g,
+                   Pool2dSavedKind saved) const override {
+    if (g.x_elements() > INT_MAX || g.y_elements() > INT_MAX)
+      return Support::no("cuDNN's 4-d tensor descriptors hold at most 2^31 - 1 elements (x has " +
+                         std::to_string(g.x_elements()) + ")");
+    if (g.ceil_mode) {
+      const std::int64_t P = pool2d_output_extent(g.H, g.window_h, g.stride_h, g.pad_h, false);
+      const std::int64_t Q = pool2d_output_extent(g.W, g.window_w, g.stride_w, g.pad_w, false);
+      if (P != g.P || Q != g.Q)
+        return Support::no("ceil_mode gives a " + std::to_string(g.P) + "x" + std::to_string(g.Q) +
+                           " output here, but cuDNN has only the floor " + "formula (" +
+                           std::to_string(P) + "x" + std::to_string(Q) + ")");
+    }
+    if (op == Pool2dOp::Forward && has_indices(saved))
+      return Support::no("cuDNN's pooling does not output argmax indices");
+    if (op == Pool2dOp::Backward && g.mode == PoolMode::Max) {
+      if (!has_input(saved))
+        return Support::no("cuDNN's max-pooling backward needs x and y, not indices");
+      return Support::no(
+          "cuDNN does not document which of tied maxima (or which NaN) receives the gradient; "
+          "dlrt gives it to the first in row-major order");
+    }
+    return Support::yes();
+  }
+
+  void forward(Context& ctx, const Pool2dGeometry& g, const float* x, float* y,
+               std::int32_t*) const override {
+    gpu::set_device(ctx.device().index);
+    cudnnHandle_t handle = cudnn_handle(ctx);
+    const TensorDesc x_desc = tensor_desc(g.N, g.C, g.H, g.W);
+    const TensorDesc y_desc = tensor_desc(g.N, g.C, g.P, g.Q);
+    const PoolingDesc pool = pooling_desc(g);
+    const float one = 1.0f, zero = 0.0f;
+    DLRT_CUDNN_CHECK(
+        cudnnPoolingForward(handle, pool.get(), &one, x_desc.get(), x, &zero, y_desc.get(), y));
+  }
+
+  // Only the averages reach here (supports declines max). cuDNN reads neither
+  // x nor y for them, but its signature takes both: dy stands in for y and dx
+  // for x, each of the right shape.
+  void backward(Context& ctx, const Pool2dGeometry& g, const float* dy, float* dx,
+                const std::int32_t*, const float*, const float*) const override {
+    if (g.mode == PoolMode::Max)
+      throw Error(Error::Kind::Internal, "pool2d_backward: the Cudnn engine got max pooling");
+    gpu::set_device(ctx.device().index);
+    cudnnHandle_t handle = cudnn_handle(ctx);
+    const TensorDesc x_desc = tensor_desc(g.N, g.C, g.H, g.W);
+    const TensorDesc y_desc = tensor_desc(g.N, g.C, g.P, g.Q);
+    const PoolingDesc pool = pooling_desc(g);
+    const float one = 1.0f, zero = 0.0f;
+    DLRT_CUDNN_CHECK(cudnnPoolingBackward(handle, pool.get(), &one, y_desc.get(), dy, y_desc.get(),
+                                          dy, x_desc.get(), dx, &zero, x_desc.get(), dx));
+  }
+};
+
+const Registrar<Pool2dEngine> registrar{std::make_unique<CudnnPool2d>()};
+
+}  // namespace
+}  // namespace dlrt::detail
+
+#pragma GCC diagnostic pop

@@ -1,0 +1,285 @@
+// The public pooling entry points: validate everything, then dispatch.
+#include <atomic>
+#include <climits>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+
+#include "dlrt/pool.hpp"
+#include "kernels/cuda/pool2d_variants.hpp"
+#include "runtime/log.hpp"
+#include "runtime/pool2d_engine.hpp"
+#include "runtime/validate.hpp"
+
+namespace dlrt::detail {
+namespace {
+
+void check_engine_value(std::string_view op, Engine engine) {
+  const int value = static_cast<int>(engine);
+  if (value < static_cast<int>(Engine::Auto) || value > static_cast<int>(Engine::Cudnn))
+    invalid_argument(op, "engine", value, "must be one of the dlrt::Engine enumerators");
+}
+
+bool is_max(const Pool2dParams& p) { return p.mode == PoolMode::Max; }
+
+void check_params(std::string_view op, const Pool2dParams& p) {
+  const int mode = static_cast<int>(p.mode);
+  if (mode < static_cast<int>(PoolMode::Max) ||
+      mode > static_cast<int>(PoolMode::AverageExcludePad))
+    invalid_argument(op, "params.mode", mode, "must be one of the dlrt::PoolMode enumerators");
+  auto at_least_one = [&](const char* name, int value) {
+    if (value < 1) invalid_argument(op, name, value, "must be >= 1");
+  };
+  at_least_one("params.window_h", p.window_h);
+  at_least_one("params.window_w", p.window_w);
+  at_least_one("params.stride_h", p.stride_h);
+  at_least_one("params.stride_w", p.stride_w);
+  // pad <= window / 2 keeps every window, ceil mode's last one included,
+  // overlapping the input: no output is an empty window.
+  auto pad_rule = [&](const char* name, int pad, const char* window_name, int window) {
+    if (pad < 0 || pad > window / 2)
+      invalid_argument(op, name, pad,
+                       "must be in [0, " + std::string(window_name) + " / 2] = [0, " +
+                           std::to_string(window / 2) + "]");
+  };
+  pad_rule("params.pad_h", p.pad_h, "window_h", p.window_h);
+  pad_rule("params.pad_w", p.pad_w, "window_w", p.window_w);
+}
+
+Shape output_shape(std::string_view op, std::string_view x_name, const Shape& x,
+                   const Pool2dParams& p) {
+  if (x.rank() != 4) invalid_argument(op, x_name, x.to_string(), "must have rank 4 (N, C, H, W)");
+  check_shape(op, x_name, x);
+  check_params(op, p);
+  const std::int64_t H = x[2], W = x[3];
+  if (p.window_h > H + 2 * std::int64_t{p.pad_h})
+    invalid_argument(op, "params.window_h", p.window_h,
+                     "must fit in the padded input height H + 2*pad_h = " +
+                         std::to_string(H + 2 * std::int64_t{p.pad_h}));
+  if (p.window_w > W + 2 * std::int64_t{p.pad_w})
+    invalid_argument(op, "params.window_w", p.window_w,
+                     "must fit in the padded input width W + 2*pad_w = " +
+                         std::to_string(W + 2 * std::int64_t{p.pad_w}));
+  Shape y{x[0], x[1], pool2d_output_extent(H, p.window_h, p.stride_h, p.pad_h, p.ceil_mode),
+          pool2d_output_extent(W, p.window_w, p.stride_w, p.pad_w, p.ceil_mode)};
+  check_shape(op, "y (derived output shape)", y);
+  return y;
+}
+
+// i32 indices hold h*W + w.
+void check_indices_fit(std::string_view op, std::string_view name, const Shape& x) {
+  if (x[2] * x[3] > INT32_MAX)
+    invalid_argument(op, name, "i32 indices",
+                     "need H*W <= 2^31 - 1, but the input plane has " +
+                         std::to_string(x[2] * x[3]) + " elements");
+}
+
+void check_outputs_apart(std::string_view op, std::string_view a_name, const Tensor& a,
+                         std::string_view b_name, const Tensor& b) {
+  if (a.overlaps(b))
+    invalid_argument(op, a_name, "memory shared with '" + std::string(b_name) + "'",
+                     "two outputs may not overlap");
+}
+
+template <class Run>
+Engine dispatch(const char* op, Context& ctx, Engine engine, Pool2dOp kind, const Pool2dGeometry& g,
+                Pool2dSavedKind saved, Run&& run) {
+  const Pool2dEngine& impl = select_engine<Pool2dEngine>(
+      op, ctx.device(), engine,
+      [&](const Pool2dEngine& e) { return e.supports(ctx, kind, g, saved); });
+  run(impl);
+  return impl.engine();
+}
+
+}  // namespace
+
+std::int64_t pool2d_output_extent(std::int64_t input, int window, int stride, int pad,
+                                  bool ceil_mode) {
+  const std::int64_t span = input + 2 * std::int64_t{pad} - window;  // >= 0
+  if (!ceil_mode) return span / stride + 1;
+  std::int64_t extent = (span + stride - 1) / stride + 1;
+  // The last window starts at (extent - 1)*stride - pad; it may not start at or after `input`.
+  if ((extent - 1) * stride >= input + pad) --extent;
+  return extent;
+}
+
+// Kept here, in a file every build compiles, so tests and benchmarks can set
+// the Cuda engine's variant whether or not the library has CUDA.
+namespace {
+std::atomic<int>& backward_variant_setting() {
+  static std::atomic<int> setting{[] {
+    const char* text = std::getenv("DLRT_CUDA_POOL2D_BACKWARD_VARIANT");
+    const int variant = parse_cuda_pool2d_backward_variant(text);
+    if (variant >= 0) return variant;
+    log(LogLevel::Warn, "DLRT_CUDA_POOL2D_BACKWARD_VARIANT=\"", text,
+        "\" is not one of 0 (default), 1 (gather), 2 (atomic scatter); using the default");
+    return 0;
+  }()};
+  return setting;
+}
+}  // namespace
+
+void set_cuda_pool2d_backward_variant(int variant) {
+  if (variant < 0 || variant > kCudaPool2dBackwardVariants)
+    invalid_argument("set_cuda_pool2d_backward_variant", "variant", variant,
+                     "must be 0 (the default), 1 (gather) or 2 (atomic scatter)");
+  backward_variant_setting().store(variant);
+}
+
+int cuda_pool2d_backward_variant() { return backward_variant_setting().load(); }
+
+Pool2dGeometry pool2d_geometry(const Shape& x, const Pool2dParams& p) {
+  Pool2dGeometry g;
+  g.mode = p.mode;
+  g.N = x[0], g.C = x[1], g.H = x[2], g.W = x[3];
+  g.window_h = p.window_h, g.window_w = p.window_w;
+  g.stride_h = p.stride_h, g.stride_w = p.stride_w;
+  g.pad_h = p.pad_h, g.pad_w = p.pad_w;
+  g.ceil_mode = p.ceil_mode;
+  g.P = pool2d_output_extent(g.H, g.window_h, g.stride_h, g.pad_h, g.ceil_mode);
+  g.Q = pool2d_output_extent(g.W, g.window_w, g.stride_w, g.pad_w, g.ceil_mode);
+  return g;
+}
+
+}  // namespace dlrt::detail
+
+namespace dlrt {
+
+using namespace detail;
+
+const char* to_string(PoolMode mode) noexcept {
+  switch (mode) {
+    case PoolMode::Max:
+      return "max";
+    case PoolMode::AverageIncludePad:
+      return "average_include_pad";
+    case PoolMode::AverageExcludePad:
+      return "average_exclude_pad";
+  }
+  return "unknown";
+}
+
+Pool2dParams Pool2dParams::global(PoolMode mode, const Shape& x) {
+  constexpr const char* op = "Pool2dParams::global";
+  if (x.rank() != 4) invalid_argument(op, "x", x.to_string(), "must have rank 4 (N, C, H, W)");
+  check_shape(op, "x", x);
+  if (x[2] > INT_MAX || x[3] > INT_MAX)
+    invalid_argument(op, "x", x.to_string(),
+                     "H and W must be <= 2^31 - 1 to be a window extent (an int)");
+  Pool2dParams p;
+  p.mode = mode;
+  p.window_h = static_cast<int>(x[2]);
+  p.window_w = static_cast<int>(x[3]);
+  p.stride_h = p.stride_w = 1;  // one window per plane whatever the stride
+  p.pad_h = p.pad_w = 0;
+  p.ceil_mode = false;
+  return p;
+}
+
+Shape pool2d_output_shape(const Shape& x, const Pool2dParams& params) {
+  return output_shape("pool2d_output_shape", "x", x, params);
+}
+
+Engine pool2d_forward(Context& ctx, const Tensor& x, Tensor& y, const Pool2dParams& params,
+                      Engine engine, Tensor* indices) {
+  constexpr const char* op = "pool2d_forward";
+  check_engine_value(op, engine);
+  const Device device = ctx.device();
+  check_tensor(op, "x", x, 4, device);
+  const Shape y_shape = output_shape(op, "x", x.shape(), params);
+  check_tensor(op, "y", y, 4, device);
+  check_shape_is(op, "y", y, y_shape, "pool2d_output_shape(x, params)");
+  check_no_overlap(op, "y", y, "x", x);
+  if (indices != nullptr) {
+    if (!is_max(params))
+      invalid_argument(op, "indices", indices->shape().to_string(),
+                       std::string("must be null unless params.mode is max (it is ") +
+                           to_string(params.mode) + ", which has no argmax)");
+    check_tensor(op, "indices", *indices, 4, device, DType::I32);
+    check_shape_is(op, "indices", *indices, y_shape, "y's shape");
+    check_indices_fit(op, "indices", x.shape());
+    check_no_overlap(op, "indices", *indices, "x", x);
+    check_outputs_apart(op, "indices", *indices, "y", y);
+  }
+
+  const Pool2dGeometry g = pool2d_geometry(x.shape(), params);
+  const Pool2dSavedKind saved = indices ? Pool2dSavedKind::Indices : Pool2dSavedKind::None;
+  return dispatch(op, ctx, engine, Pool2dOp::Forward, g, saved, [&](const Pool2dEngine& impl) {
+    impl.forward(ctx, g, x.data(), y.data(), indices ? indices->data_i32() : nullptr);
+  });
+}
+
+Engine pool2d_backward(Context& ctx, const Tensor& dy, Tensor& dx, const Pool2dParams& params,
+                       const Pool2dSaved& saved, Engine engine) {
+  constexpr const char* op = "pool2d_backward";
+  check_engine_value(op, engine);
+  const Device device = ctx.device();
+  check_tensor(op, "dy", dy, 4, device);
+  check_tensor(op, "dx", dx, 4, device);
+  const Shape y_shape = output_shape(op, "dx", dx.shape(), params);
+  check_shape_is(op, "dy", dy, y_shape, "pool2d_output_shape(dx, params)");
+  check_no_overlap(op, "dx", dx, "dy", dy);
+
+  if (!is_max(params)) {
+    const std::string rule = std::string("must be null unless params.mode is max (it is ") +
+                             to_string(params.mode) + ", whose gradient needs only dy)";
+    if (saved.indices)
+      invalid_argument(op, "saved.indices", saved.indices->shape().to_string(), rule);
+    if (saved.x) invalid_argument(op, "saved.x", saved.x->shape().to_string(), rule);
+    if (saved.y) invalid_argument(op, "saved.y", saved.y->shape().to_string(), rule);
+  } else {
+    if (!saved.indices && !saved.x && !saved.y)
+      invalid_argument(op, "saved", "{indices = null, x = null, y = null}",
+                       "max-pooling backward needs saved.indices, or saved.x and saved.y");
+    if ((saved.x == nullptr) != (saved.y == nullptr))
+      invalid_argument(op, saved.x ? "saved.y" : "saved.x", "null",
+                       "saved.x and saved.y go together (the argmax is found from both)");
+  }
+  if (saved.indices) {
+    check_tensor(op, "saved.indices", *saved.indices, 4, device, DType::I32);
+    check_shape_is(op, "saved.indices", *saved.indices, y_shape, "dy's shape");
+    check_indices_fit(op, "saved.indices", dx.shape());
+    check_no_overlap(op, "dx", dx, "saved.indices", *saved.indices);
+  }
+  if (saved.x) {
+    check_tensor(op, "saved.x", *saved.x, 4, device);
+    check_shape_is(op, "saved.x", *saved.x, dx.shape(), "dx's shape");
+    check_tensor(op, "saved.y", *saved.y, 4, device);
+    check_shape_is(op, "saved.y", *saved.y, y_shape, "dy's shape");
+    check_no_overlap(op, "dx", dx, "saved.x", *saved.x);
+    check_no_overlap(op, "dx", dx, "saved.y", *saved.y);
+  }
+
+  const Pool2dGeometry g = pool2d_geometry(dx.shape(), params);
+  const Pool2dSavedKind kind = !is_max(params)            ? Pool2dSavedKind::None
+                               : saved.indices && saved.x ? Pool2dSavedKind::IndicesAndInput
+                               : saved.indices            ? Pool2dSavedKind::Indices
+                                                          : Pool2dSavedKind::Input;
+  return dispatch(op, ctx, engine, Pool2dOp::Backward, g, kind, [&](const Pool2dEngine& impl) {
+    impl.backward(ctx, g, dy.data(), dx.data(), saved.indices ? saved.indices->data_i32() : nullptr,
+                  saved.x ? saved.x->data() : nullptr, saved.y ? saved.y->data() : nullptr);
+  });
+}
+
+EngineQuery pool2d_query(const Context& ctx, Pool2dOp op, const Shape& x,
+                         const Pool2dParams& params, bool with_indices, Engine engine) {
+  constexpr const char* name = "pool2d_query";
+  check_engine_value(name, engine);
+  const int op_value = static_cast<int>(op);
+  if (op != Pool2dOp::Forward && op != Pool2dOp::Backward)
+    invalid_argument(name, "op", op_value, "must be Pool2dOp::Forward or Pool2dOp::Backward");
+  output_shape(name, "x", x, params);
+  if (with_indices && !is_max(params))
+    invalid_argument(name, "with_indices", "true",
+                     std::string("must be false unless params.mode is max (it is ") +
+                         to_string(params.mode) + ")");
+  if (with_indices) check_indices_fit(name, "with_indices", x);
+  const Pool2dGeometry g = pool2d_geometry(x, params);
+  const Pool2dSavedKind kind = with_indices ? Pool2dSavedKind::Indices
+                               : op == Pool2dOp::Backward && is_max(params) ? Pool2dSavedKind::Input
+                                                                            : Pool2dSavedKind::None;
+  return query_engine<Pool2dEngine>(
+      ctx.device(), engine, [&](const Pool2dEngine& e) { return e.supports(ctx, op, g, kind); });
+}
+
+}  // namespace dlrt
