@@ -67,12 +67,14 @@ int main(int argc, char** argv) {
 
   try {
     const dlrt::examples::Image image = dlrt::examples::read_png(image_path);
-    const dlrt::Device device = dlrt::cuda_available() ? dlrt::Device::cuda(0) : dlrt::Device::cpu();
+    const dlrt::Device device =
+        dlrt::cuda_available() ? dlrt::Device::cuda(0) : dlrt::Device::cpu();
     std::printf("dlrt %s — lecture filters on %s (%d x %d, %d channel%s)\n", dlrt::version(),
                 image_path.c_str(), image.width, image.height, image.channels,
                 image.channels == 1 ? "" : "s");
-    std::printf("device: %s%s\n", dlrt::to_string(device).c_str(),
-                device.is_cpu() ? (" (no GPU: " + dlrt::cuda_unavailable_reason() + ")").c_str() : "");
+    std::printf(
+        "device: %s%s\n", dlrt::to_string(device).c_str(),
+        device.is_cpu() ? (" (no GPU: " + dlrt::cuda_unavailable_reason() + ")").c_str() : "");
     std::filesystem::create_directories(out_dir);
 
     dlrt::Context ctx(device);
@@ -97,7 +99,8 @@ int main(int argc, char** argv) {
         const auto start = std::chrono::steady_clock::now();
         used = dlrt::conv2d_forward(ctx, x, w, nullptr, y, params, engine);
         ctx.synchronize();
-        const std::chrono::duration<double, std::milli> took = std::chrono::steady_clock::now() - start;
+        const std::chrono::duration<double, std::milli> took =
+            std::chrono::steady_clock::now() - start;
         best_ms = std::min(best_ms, took.count());
       }
 
@@ -107,13 +110,16 @@ int main(int argc, char** argv) {
         for (float& v : out.planes) v = std::fabs(v);
       const std::string path = out_dir + "/" + filter.name + ".png";
       dlrt::examples::write_png(path, out);
-      std::printf("%-20s %-10s %9.3f ms   %s\n", filter.name, dlrt::to_string(used), best_ms, path.c_str());
+      std::printf("%-20s %-10s %9.3f ms   %s\n", filter.name, dlrt::to_string(used), best_ms,
+                  path.c_str());
     }
   } catch (const dlrt::Error& e) {
     std::fprintf(stderr, "dlrt error: %s\n", e.what());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n(fetch the sample photographs with tools/fetch-sample-images.sh, or pass a PNG)\n",
+    std::fprintf(stderr,
+                 "error: %s\n(fetch the sample photographs with tools/fetch-sample-images.sh, or "
+                 "pass a PNG)\n",
                  e.what());
     return 1;
   }

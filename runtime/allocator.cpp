@@ -46,7 +46,7 @@ std::size_t CachingAllocator::round_size(std::size_t bytes) {
 
 void* CachingAllocator::system_allocate(std::size_t bytes, std::string* error) {
   if (device_.is_cpu()) {
-    void* ptr = ::operator new(bytes, std::align_val_t{kHostAlignment}, std::nothrow);
+    void* ptr = ::operator new (bytes, std::align_val_t{kHostAlignment}, std::nothrow);
     if (ptr == nullptr) *error = "host allocation failed";
     return ptr;
   }
@@ -55,7 +55,7 @@ void* CachingAllocator::system_allocate(std::size_t bytes, std::string* error) {
 
 void CachingAllocator::system_free(void* ptr, std::size_t) noexcept {
   if (device_.is_cpu())
-    ::operator delete(ptr, std::align_val_t{kHostAlignment});
+    ::operator delete (ptr, std::align_val_t{kHostAlignment});
   else
     gpu::free(device_.index, ptr);
 }
@@ -92,14 +92,16 @@ void* CachingAllocator::allocate(std::size_t bytes) {
     stats_.in_use_bytes += block;
     ++stats_.allocations;
     ++stats_.cache_hits;
-    if (stats_.in_use_bytes > stats_.peak_in_use_bytes) stats_.peak_in_use_bytes = stats_.in_use_bytes;
+    if (stats_.in_use_bytes > stats_.peak_in_use_bytes)
+      stats_.peak_in_use_bytes = stats_.in_use_bytes;
     block_sizes_[ptr] = block;
     return ptr;
   }
 
   if (stats_.limit_bytes != 0 && stats_.in_use_bytes + size > stats_.limit_bytes)
     return fail("over the memory limit set with set_memory_limit");
-  if (stats_.limit_bytes != 0 && stats_.in_use_bytes + stats_.cached_bytes + size > stats_.limit_bytes)
+  if (stats_.limit_bytes != 0 &&
+      stats_.in_use_bytes + stats_.cached_bytes + size > stats_.limit_bytes)
     release_cache_locked();
 
   std::string error;
@@ -113,7 +115,8 @@ void* CachingAllocator::allocate(std::size_t bytes) {
   if (ptr == nullptr) return fail(error);
   stats_.in_use_bytes += size;
   ++stats_.allocations;
-  if (stats_.in_use_bytes > stats_.peak_in_use_bytes) stats_.peak_in_use_bytes = stats_.in_use_bytes;
+  if (stats_.in_use_bytes > stats_.peak_in_use_bytes)
+    stats_.peak_in_use_bytes = stats_.in_use_bytes;
   block_sizes_[ptr] = size;
   return ptr;
 }
@@ -126,7 +129,8 @@ void CachingAllocator::deallocate(void* ptr, std::size_t) noexcept {
   std::size_t size = it->second;
   block_sizes_.erase(it);
   stats_.in_use_bytes -= size;
-  if (stats_.limit_bytes != 0 && stats_.in_use_bytes + stats_.cached_bytes + size > stats_.limit_bytes) {
+  if (stats_.limit_bytes != 0 &&
+      stats_.in_use_bytes + stats_.cached_bytes + size > stats_.limit_bytes) {
     system_free(ptr, size);
     return;
   }

@@ -4,9 +4,9 @@
 
 #include <cstddef>
 #include <map>
+#include <mutex>
 #include <string>
 #include <unordered_map>
-#include <mutex>
 
 #include "dlrt/device.hpp"
 #include "dlrt/memory.hpp"

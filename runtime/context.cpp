@@ -31,7 +31,8 @@ Context::Impl::~Impl() {
       // A destructor cannot report the error; the stream is going away anyway.
     }
   }
-  if (workspace_ != nullptr) detail::CachingAllocator::of(device).deallocate(workspace_, workspace_bytes_);
+  if (workspace_ != nullptr)
+    detail::CachingAllocator::of(device).deallocate(workspace_, workspace_bytes_);
   caches.clear();
   cudnn.reset();
   cublas.reset();
@@ -51,8 +52,12 @@ Context& Context::operator=(Context&&) noexcept = default;
 
 Device Context::device() const { return impl_->device; }
 const ContextOptions& Context::options() const { return impl_->options; }
-void Context::set_deterministic(bool deterministic) { impl_->options.deterministic = deterministic; }
-void Context::set_workspace_limit(std::size_t bytes) { impl_->options.workspace_limit_bytes = bytes; }
+void Context::set_deterministic(bool deterministic) {
+  impl_->options.deterministic = deterministic;
+}
+void Context::set_workspace_limit(std::size_t bytes) {
+  impl_->options.workspace_limit_bytes = bytes;
+}
 void Context::set_algo_search(AlgoSearch search) { impl_->options.algo_search = search; }
 
 void Context::synchronize() {

@@ -35,7 +35,8 @@ void check_params(std::string_view op, const Conv2dParams& p) {
 Shape output_shape(std::string_view op, std::string_view x_name, const Shape& x,
                    std::string_view w_name, const Shape& w, const Conv2dParams& p) {
   if (x.rank() != 4) invalid_argument(op, x_name, x.to_string(), "must have rank 4 (N, C, H, W)");
-  if (w.rank() != 4) invalid_argument(op, w_name, w.to_string(), "must have rank 4 (K, C/groups, R, S)");
+  if (w.rank() != 4)
+    invalid_argument(op, w_name, w.to_string(), "must have rank 4 (K, C/groups, R, S)");
   check_shape(op, x_name, x);
   check_shape(op, w_name, w);
   check_params(op, p);
@@ -70,8 +71,7 @@ template <class Run>
 Engine dispatch(const char* op, Context& ctx, Engine engine, Conv2dOp kind, const Conv2dGeometry& g,
                 Run&& run) {
   const Conv2dEngine& impl = select_engine<Conv2dEngine>(
-      op, ctx.device(), engine,
-      [&](const Conv2dEngine& e) { return e.supports(ctx, kind, g); });
+      op, ctx.device(), engine, [&](const Conv2dEngine& e) { return e.supports(ctx, kind, g); });
   run(impl);
   return impl.engine();
 }
@@ -97,10 +97,14 @@ using namespace detail;
 
 const char* to_string(Conv2dOp op) noexcept {
   switch (op) {
-    case Conv2dOp::Forward: return "conv2d_forward";
-    case Conv2dOp::BackwardData: return "conv2d_backward_data";
-    case Conv2dOp::BackwardFilter: return "conv2d_backward_filter";
-    case Conv2dOp::BackwardBias: return "conv2d_backward_bias";
+    case Conv2dOp::Forward:
+      return "conv2d_forward";
+    case Conv2dOp::BackwardData:
+      return "conv2d_backward_data";
+    case Conv2dOp::BackwardFilter:
+      return "conv2d_backward_filter";
+    case Conv2dOp::BackwardBias:
+      return "conv2d_backward_bias";
   }
   return "unknown";
 }

@@ -15,8 +15,8 @@ public:
 
   virtual void forward(Context& ctx, const Conv2dGeometry& g, const float* x, const float* w,
                        const float* bias, float* y) const = 0;
-  virtual void backward_data(Context& ctx, const Conv2dGeometry& g, const float* dy,
-                             const float* w, float* dx) const = 0;
+  virtual void backward_data(Context& ctx, const Conv2dGeometry& g, const float* dy, const float* w,
+                             float* dx) const = 0;
   virtual void backward_filter(Context& ctx, const Conv2dGeometry& g, const float* x,
                                const float* dy, float* dw) const = 0;
   // Only N, K, P, Q of g are meaningful here.

@@ -49,9 +49,10 @@ void check_device_exists(std::string_view op, std::string_view name, Device devi
   if (device.is_cpu()) return;
   int count = cuda_device_count();
   if (device.index < 0 || device.index >= count) {
-    std::string rule = count == 0 ? "no CUDA device is usable here (" + cuda_unavailable_reason() + ")"
-                                  : "must name one of the " + std::to_string(count) +
-                                        " CUDA devices (cuda:0..cuda:" + std::to_string(count - 1) + ")";
+    std::string rule = count == 0
+                           ? "no CUDA device is usable here (" + cuda_unavailable_reason() + ")"
+                           : "must name one of the " + std::to_string(count) +
+                                 " CUDA devices (cuda:0..cuda:" + std::to_string(count - 1) + ")";
     throw Error(Error::Kind::InvalidArgument, std::string(op) + ": argument '" + std::string(name) +
                                                   "' = " + to_string(device) + ": " + rule);
   }

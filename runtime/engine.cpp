@@ -12,11 +12,16 @@ namespace dlrt {
 
 const char* to_string(Engine engine) noexcept {
   switch (engine) {
-    case Engine::Auto: return "auto";
-    case Engine::Reference: return "reference";
-    case Engine::Cpu: return "cpu";
-    case Engine::Cuda: return "cuda";
-    case Engine::Cudnn: return "cudnn";
+    case Engine::Auto:
+      return "auto";
+    case Engine::Reference:
+      return "reference";
+    case Engine::Cpu:
+      return "cpu";
+    case Engine::Cuda:
+      return "cuda";
+    case Engine::Cudnn:
+      return "cudnn";
   }
   return "unknown";
 }
@@ -25,8 +30,7 @@ Engine engine_from_string(std::string_view name) {
   std::string lower(name);
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  for (Engine engine :
-       {Engine::Auto, Engine::Reference, Engine::Cpu, Engine::Cuda, Engine::Cudnn})
+  for (Engine engine : {Engine::Auto, Engine::Reference, Engine::Cpu, Engine::Cuda, Engine::Cudnn})
     if (lower == to_string(engine)) return engine;
   throw Error(Error::Kind::InvalidArgument,
               "engine_from_string: argument 'name' = \"" + std::string(name) +

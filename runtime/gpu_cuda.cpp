@@ -36,7 +36,8 @@ void* malloc(int device, std::size_t bytes, std::string* error) noexcept {
   void* ptr = nullptr;
   cudaError_t status = cudaMalloc(&ptr, bytes);
   if (status != cudaSuccess) {
-    *error = std::string("cudaMalloc: ") + cudaGetErrorName(status) + ": " + cudaGetErrorString(status);
+    *error =
+        std::string("cudaMalloc: ") + cudaGetErrorName(status) + ": " + cudaGetErrorString(status);
     cudaGetLastError();  // out-of-memory is not sticky: clear it so the next call is clean
     return nullptr;
   }
@@ -125,13 +126,15 @@ void throw_cuda_error(cudaError_t status, const char* call, const char* file, in
   // Clear a non-sticky error now, so that it is not blamed on the next
   // launch check once this one has been handled.
   cudaGetLastError();
-  Error::Kind kind = status == cudaErrorMemoryAllocation ? Error::Kind::OutOfMemory : Error::Kind::Device;
+  Error::Kind kind =
+      status == cudaErrorMemoryAllocation ? Error::Kind::OutOfMemory : Error::Kind::Device;
   throw Error(kind, "CUDA error " + std::string(cudaGetErrorName(status)) + ": " +
                         cudaGetErrorString(status) + " in " + where(call, file, line));
 }
 
 void throw_cublas_error(cublasStatus_t status, const char* call, const char* file, int line) {
-  Error::Kind kind = status == CUBLAS_STATUS_ALLOC_FAILED ? Error::Kind::OutOfMemory : Error::Kind::Device;
+  Error::Kind kind =
+      status == CUBLAS_STATUS_ALLOC_FAILED ? Error::Kind::OutOfMemory : Error::Kind::Device;
   throw Error(kind, "cuBLAS error " + std::string(cublasGetStatusName(status)) + ": " +
                         cublasGetStatusString(status) + " in " + where(call, file, line));
 }
@@ -146,7 +149,8 @@ void throw_cudnn_error(cudnnStatus_t status, const char* call, const char* file,
                      : category == CUDNN_STATUS_NOT_SUPPORTED ? Error::Kind::Unsupported
                                                               : Error::Kind::Device;
   throw Error(kind, "cuDNN error " + std::string(cudnnGetErrorString(status)) + " in " +
-                        where(call, file, line) + (detail[0] ? std::string(": ") + detail : std::string()));
+                        where(call, file, line) +
+                        (detail[0] ? std::string(": ") + detail : std::string()));
 }
 
 }  // namespace dlrt::detail
@@ -166,9 +170,8 @@ cublasHandle_t cublas_handle(Context& ctx) {
     gpu::set_device(impl.device.index);
     cublasHandle_t handle = nullptr;
     DLRT_CUBLAS_CHECK(cublasCreate(&handle));
-    impl.cublas = std::shared_ptr<void>(handle, [](void* h) {
-      cublasDestroy(static_cast<cublasHandle_t>(h));
-    });
+    impl.cublas = std::shared_ptr<void>(
+        handle, [](void* h) { cublasDestroy(static_cast<cublasHandle_t>(h)); });
     DLRT_CUBLAS_CHECK(cublasSetStream(handle, cuda_stream(ctx)));
   }
   return static_cast<cublasHandle_t>(impl.cublas.get());
@@ -180,9 +183,8 @@ cudnnHandle_t cudnn_handle(Context& ctx) {
     gpu::set_device(impl.device.index);
     cudnnHandle_t handle = nullptr;
     DLRT_CUDNN_CHECK(cudnnCreate(&handle));
-    impl.cudnn = std::shared_ptr<void>(handle, [](void* h) {
-      cudnnDestroy(static_cast<cudnnHandle_t>(h));
-    });
+    impl.cudnn =
+        std::shared_ptr<void>(handle, [](void* h) { cudnnDestroy(static_cast<cudnnHandle_t>(h)); });
     DLRT_CUDNN_CHECK(cudnnSetStream(handle, cuda_stream(ctx)));
   }
   return static_cast<cudnnHandle_t>(impl.cudnn.get());

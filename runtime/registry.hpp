@@ -108,11 +108,11 @@ const Family& select_engine(const char* op, Device device, Engine requested,
                             SupportsFn&& supports) {
   EngineQuery answer = query_engine<Family>(device, requested, std::forward<SupportsFn>(supports));
   if (!answer.supported) {
-    std::string who = requested == Engine::Auto ? "Engine::Auto"
-                                                 : "engine " + std::string(to_string(requested));
-    throw Error(Error::Kind::Unsupported,
-                std::string(op) + ": " + who + " cannot run this problem on " +
-                    to_string(device) + ": " + answer.reason);
+    std::string who =
+        requested == Engine::Auto ? "Engine::Auto" : "engine " + std::string(to_string(requested));
+    throw Error(Error::Kind::Unsupported, std::string(op) + ": " + who +
+                                              " cannot run this problem on " + to_string(device) +
+                                              ": " + answer.reason);
   }
   log(LogLevel::Debug, op, ": engine=", to_string(answer.engine), " device=", to_string(device),
       requested == Engine::Auto ? " (auto: " + answer.reason + ")" : std::string(" (requested)"));

@@ -67,7 +67,8 @@ Tensor::Tensor(const Shape& shape, Device device, DType dtype)
     : shape_(shape), device_(device), dtype_(dtype) {
   detail::check_shape("Tensor", "shape", shape);
   if (dtype != DType::F32 && dtype != DType::I32)
-    detail::invalid_argument("Tensor", "dtype", static_cast<int>(dtype), "must be DType::F32 or DType::I32");
+    detail::invalid_argument("Tensor", "dtype", static_cast<int>(dtype),
+                             "must be DType::F32 or DType::I32");
   storage_ = std::make_shared<detail::Storage>(device, static_cast<std::size_t>(shape.numel()) * 4);
 }
 
@@ -83,30 +84,33 @@ Tensor Tensor::from_vector(const Shape& shape, std::span<const float> values, De
   detail::check_shape("Tensor::from_vector", "shape", shape);
   if (static_cast<std::int64_t>(values.size()) != shape.numel())
     detail::invalid_argument("Tensor::from_vector", "values.size()", values.size(),
-                             "must equal the shape's element count " + std::to_string(shape.numel()) +
-                                 " for shape " + shape.to_string());
+                             "must equal the shape's element count " +
+                                 std::to_string(shape.numel()) + " for shape " + shape.to_string());
   Tensor t(shape, device);
   detail::gpu::memcpy(t.data(), device, values.data(), Device::cpu(), t.bytes());
   return t;
 }
 
-float* Tensor::data() {
-  return defined() ? static_cast<float*>(storage_->ptr) + offset_ : nullptr;
-}
+float* Tensor::data() { return defined() ? static_cast<float*>(storage_->ptr) + offset_ : nullptr; }
 const float* Tensor::data() const {
   return defined() ? static_cast<const float*>(storage_->ptr) + offset_ : nullptr;
 }
 
 Tensor Tensor::to(Device device) const {
-  if (!defined()) throw Error(Error::Kind::InvalidArgument, "Tensor::to: argument 'this' is an undefined tensor");
+  if (!defined())
+    throw Error(Error::Kind::InvalidArgument, "Tensor::to: argument 'this' is an undefined tensor");
   Tensor out(shape_, device, dtype_);
   detail::gpu::memcpy(out.data(), device, data(), device_, bytes());
   return out;
 }
 
 void Tensor::copy_from(const Tensor& src) {
-  if (!defined()) throw Error(Error::Kind::InvalidArgument, "Tensor::copy_from: argument 'this' is an undefined tensor");
-  if (!src.defined()) throw Error(Error::Kind::InvalidArgument, "Tensor::copy_from: argument 'src' is an undefined tensor");
+  if (!defined())
+    throw Error(Error::Kind::InvalidArgument,
+                "Tensor::copy_from: argument 'this' is an undefined tensor");
+  if (!src.defined())
+    throw Error(Error::Kind::InvalidArgument,
+                "Tensor::copy_from: argument 'src' is an undefined tensor");
   if (src.numel() != numel())
     detail::invalid_argument("Tensor::copy_from", "src.shape", src.shape().to_string(),
                              "must have as many elements as the destination " + shape_.to_string());
@@ -130,7 +134,9 @@ std::vector<std::int32_t> Tensor::to_vector_i32() const {
 }
 
 void Tensor::fill(float value) {
-  if (!defined()) throw Error(Error::Kind::InvalidArgument, "Tensor::fill: argument 'this' is an undefined tensor");
+  if (!defined())
+    throw Error(Error::Kind::InvalidArgument,
+                "Tensor::fill: argument 'this' is an undefined tensor");
   const auto count = static_cast<std::size_t>(numel());
   if (dtype_ == DType::I32) {
     std::vector<std::int32_t> host(count, static_cast<std::int32_t>(value));
@@ -159,11 +165,13 @@ Tensor Tensor::view(const Shape& shape) const {
 
 Tensor Tensor::slice(std::int64_t begin, std::int64_t end) const {
   if (!defined() || rank() == 0)
-    throw Error(Error::Kind::InvalidArgument, "Tensor::slice: argument 'this' must be a defined tensor of rank >= 1");
+    throw Error(Error::Kind::InvalidArgument,
+                "Tensor::slice: argument 'this' must be a defined tensor of rank >= 1");
   if (begin < 0 || begin >= end || end > shape_[0])
-    detail::invalid_argument("Tensor::slice", "[begin, end)",
-                             "[" + std::to_string(begin) + ", " + std::to_string(end) + ")",
-                             "must be a non-empty range inside [0, " + std::to_string(shape_[0]) + ")");
+    detail::invalid_argument(
+        "Tensor::slice", "[begin, end)",
+        "[" + std::to_string(begin) + ", " + std::to_string(end) + ")",
+        "must be a non-empty range inside [0, " + std::to_string(shape_[0]) + ")");
   Tensor out = *this;
   std::int64_t row = numel() / shape_[0];
   out.offset_ = offset_ + begin * row;

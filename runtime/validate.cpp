@@ -26,8 +26,9 @@ void check_tensor(std::string_view op, std::string_view name, const Tensor& t, i
     invalid_argument(op, std::string(name) + ".dtype", to_string(t.dtype()),
                      std::string("must be ") + to_string(dtype));
   if (t.rank() != rank)
-    invalid_argument(op, name, t.shape().to_string(),
-                     "must have rank " + std::to_string(rank) + ", not " + std::to_string(t.rank()));
+    invalid_argument(
+        op, name, t.shape().to_string(),
+        "must have rank " + std::to_string(rank) + ", not " + std::to_string(t.rank()));
   check_shape(op, name, t.shape());
   if (t.device() != device)
     invalid_argument(op, std::string(name) + ".device", to_string(t.device()),

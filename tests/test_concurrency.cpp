@@ -11,8 +11,9 @@
 namespace dlrt {
 namespace {
 
-std::vector<std::vector<float>> run_ops(Context& ctx, Engine engine, const Tensor& x, const Tensor& w,
-                                        const Tensor& dy, const Conv2dParams& params) {
+std::vector<std::vector<float>> run_ops(Context& ctx, Engine engine, const Tensor& x,
+                                        const Tensor& w, const Tensor& dy,
+                                        const Conv2dParams& params) {
   Tensor y(conv2d_output_shape(x.shape(), w.shape(), params), x.device());
   Tensor dx(x.shape(), x.device()), dw(w.shape(), x.device()), db({w.size(0)}, x.device());
   conv2d_forward(ctx, x, w, nullptr, y, params, engine);
@@ -59,8 +60,11 @@ TEST_P(Concurrency, ThreadsWithTheirOwnContextsMatchOneThread) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Conv2d, Concurrency,
-                         ::testing::Values(Engine::Reference, Engine::Cpu, Engine::Cuda, Engine::Cudnn),
-                         [](const auto& param_info) { return std::string(to_string(param_info.param)); });
+                         ::testing::Values(Engine::Reference, Engine::Cpu, Engine::Cuda,
+                                           Engine::Cudnn),
+                         [](const auto& param_info) {
+                           return std::string(to_string(param_info.param));
+                         });
 
 TEST(Logging, DebugLevelNamesTheEngineAndWhy) {
   const LogLevel saved = log_level();
@@ -73,8 +77,11 @@ TEST(Logging, DebugLevelNamesTheEngineAndWhy) {
   conv2d_forward(ctx, x, w, nullptr, y, {}, Engine::Reference);
   const std::string log = ::testing::internal::GetCapturedStderr();
   set_log_level(saved);
-  EXPECT_NE(log.find("conv2d_forward: engine=cpu device=cpu (auto: first choice)"), std::string::npos) << log;
-  EXPECT_NE(log.find("conv2d_forward: engine=reference device=cpu (requested)"), std::string::npos) << log;
+  EXPECT_NE(log.find("conv2d_forward: engine=cpu device=cpu (auto: first choice)"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(log.find("conv2d_forward: engine=reference device=cpu (requested)"), std::string::npos)
+      << log;
 
   set_log_level(LogLevel::Warn);
   ::testing::internal::CaptureStderr();

@@ -47,8 +47,9 @@ const std::vector<float> kSlidePadded = {0, 1,  2,  2,  1,  0,  //
 
 class LectureExamples : public ::testing::TestWithParam<Engine> {
 protected:
-  std::vector<float> run(const std::vector<float>& image, int size, const std::vector<float>& filter,
-                         int filter_size, const Conv2dParams& params) {
+  std::vector<float> run(const std::vector<float>& image, int size,
+                         const std::vector<float>& filter, int filter_size,
+                         const Conv2dParams& params) {
     const Device device = test::device_for(GetParam());
     Context ctx(device);
     Tensor x = Tensor::from_vector({1, 1, size, size}, image, device);
@@ -160,10 +161,14 @@ protected:
   }
   std::int64_t reduction_length(Conv2dOp op) const {
     switch (op) {
-      case Conv2dOp::Forward: return c_.C / c_.params.groups * c_.R * c_.S;
-      case Conv2dOp::BackwardData: return c_.K / c_.params.groups * c_.R * c_.S;
-      case Conv2dOp::BackwardFilter: return c_.N * y_shape_[2] * y_shape_[3];
-      case Conv2dOp::BackwardBias: return c_.N * y_shape_[2] * y_shape_[3];
+      case Conv2dOp::Forward:
+        return c_.C / c_.params.groups * c_.R * c_.S;
+      case Conv2dOp::BackwardData:
+        return c_.K / c_.params.groups * c_.R * c_.S;
+      case Conv2dOp::BackwardFilter:
+        return c_.N * y_shape_[2] * y_shape_[3];
+      case Conv2dOp::BackwardBias:
+        return c_.N * y_shape_[2] * y_shape_[3];
     }
     return 1;
   }
@@ -187,13 +192,15 @@ TEST_P(Conv2dAgainstReference, Forward) {
   Tensor xd = x.to(device_), wd = w.to(device_), bd = bias.to(device_);
   Tensor got = test::poisoned(y_shape_, device_);
   EXPECT_EQ(conv2d_forward(ctx, xd, wd, &bd, got, c_.params, engine_), engine_);
-  EXPECT_TRUE(test::all_close(got.to_vector(), want.to_vector(), reduction_length(Conv2dOp::Forward)));
+  EXPECT_TRUE(
+      test::all_close(got.to_vector(), want.to_vector(), reduction_length(Conv2dOp::Forward)));
 
   // Without a bias too: a separate code path in several engines.
   conv2d_forward(reference_ctx_, x, w, nullptr, want, c_.params, Engine::Reference);
   got.fill(std::numeric_limits<float>::quiet_NaN());
   conv2d_forward(ctx, xd, wd, nullptr, got, c_.params, engine_);
-  EXPECT_TRUE(test::all_close(got.to_vector(), want.to_vector(), reduction_length(Conv2dOp::Forward)));
+  EXPECT_TRUE(
+      test::all_close(got.to_vector(), want.to_vector(), reduction_length(Conv2dOp::Forward)));
 }
 
 TEST_P(Conv2dAgainstReference, BackwardData) {
@@ -204,8 +211,10 @@ TEST_P(Conv2dAgainstReference, BackwardData) {
 
   Context ctx(device_);
   Tensor got = test::poisoned(x_shape_, device_);
-  EXPECT_EQ(conv2d_backward_data(ctx, dy.to(device_), w.to(device_), got, c_.params, engine_), engine_);
-  EXPECT_TRUE(test::all_close(got.to_vector(), want.to_vector(), reduction_length(Conv2dOp::BackwardData)));
+  EXPECT_EQ(conv2d_backward_data(ctx, dy.to(device_), w.to(device_), got, c_.params, engine_),
+            engine_);
+  EXPECT_TRUE(
+      test::all_close(got.to_vector(), want.to_vector(), reduction_length(Conv2dOp::BackwardData)));
 }
 
 TEST_P(Conv2dAgainstReference, BackwardFilter) {
@@ -216,8 +225,10 @@ TEST_P(Conv2dAgainstReference, BackwardFilter) {
 
   Context ctx(device_);
   Tensor got = test::poisoned(w_shape_, device_);
-  EXPECT_EQ(conv2d_backward_filter(ctx, x.to(device_), dy.to(device_), got, c_.params, engine_), engine_);
-  EXPECT_TRUE(test::all_close(got.to_vector(), want.to_vector(), reduction_length(Conv2dOp::BackwardFilter)));
+  EXPECT_EQ(conv2d_backward_filter(ctx, x.to(device_), dy.to(device_), got, c_.params, engine_),
+            engine_);
+  EXPECT_TRUE(test::all_close(got.to_vector(), want.to_vector(),
+                              reduction_length(Conv2dOp::BackwardFilter)));
 }
 
 TEST_P(Conv2dAgainstReference, BackwardBias) {
@@ -229,7 +240,8 @@ TEST_P(Conv2dAgainstReference, BackwardBias) {
   Context ctx(device_);
   Tensor got = test::poisoned({c_.K}, device_);
   EXPECT_EQ(conv2d_backward_bias(ctx, dy.to(device_), got, engine_), engine_);
-  EXPECT_TRUE(test::all_close(got.to_vector(), want.to_vector(), reduction_length(Conv2dOp::BackwardBias)));
+  EXPECT_TRUE(
+      test::all_close(got.to_vector(), want.to_vector(), reduction_length(Conv2dOp::BackwardBias)));
 }
 
 // Bitwise identical results run to run, for every op.
@@ -239,7 +251,8 @@ TEST_P(Conv2dAgainstReference, Deterministic) {
     GTEST_SKIP() << reason_;
   Context ctx(device_);
   ctx.set_deterministic(true);
-  Tensor x = test::random_tensor(x_shape_, 51, device_), w = test::random_tensor(w_shape_, 52, device_);
+  Tensor x = test::random_tensor(x_shape_, 51, device_),
+         w = test::random_tensor(w_shape_, 52, device_);
   Tensor dy = test::random_tensor(y_shape_, 53, device_);
   std::vector<float> first[3];
   for (int run = 0; run < 2; ++run) {
@@ -253,7 +266,8 @@ TEST_P(Conv2dAgainstReference, Deterministic) {
       if (run == 0)
         first[i] = now[i];
       else
-        EXPECT_TRUE(test::bitwise_equal(first[i], now[i])) << "output " << i << " changed between runs";
+        EXPECT_TRUE(test::bitwise_equal(first[i], now[i]))
+            << "output " << i << " changed between runs";
     }
   }
 }
@@ -263,7 +277,8 @@ std::string case_name(const ::testing::TestParamInfo<EngineCase>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Conv2d, Conv2dAgainstReference,
-                         ::testing::Combine(::testing::Values(Engine::Cpu, Engine::Cuda, Engine::Cudnn),
+                         ::testing::Combine(::testing::Values(Engine::Cpu, Engine::Cuda,
+                                                              Engine::Cudnn),
                                             ::testing::ValuesIn(kCases)),
                          case_name);
 

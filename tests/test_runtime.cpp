@@ -47,19 +47,33 @@ TEST(Runtime, ContextOnMissingDeviceIsAnError) {
   const int count = cuda_device_count();
   EXPECT_TRUE(test::throws_error([&] { Context ctx(Device::cuda(count)); },
                                  Error::Kind::InvalidArgument, {"'device'", "cuda:"}));
-  EXPECT_TRUE(test::throws_error([&] { Tensor t({2, 2}, Device::cuda(count + 3)); },
-                                 Error::Kind::InvalidArgument, {"cuda:"}));
+  EXPECT_TRUE(test::throws_error(
+      [&] {
+        Tensor t({2, 2}, Device::cuda(count + 3));
+      },
+      Error::Kind::InvalidArgument, {"cuda:"}));
 }
 
 TEST(Runtime, BadShapesAreErrors) {
-  EXPECT_TRUE(test::throws_error([] { Tensor t({2, 0, 3}); }, Error::Kind::InvalidArgument,
-                                 {"'shape'", "[2, 0, 3]", ">= 1"}));
-  EXPECT_TRUE(test::throws_error([] { Tensor t({2, -1}); }, Error::Kind::InvalidArgument,
-                                 {"'shape'", ">= 1"}));
-  EXPECT_TRUE(test::throws_error([] { Tensor t({1 << 20, 1 << 20, 1 << 20}); },
-                                 Error::Kind::InvalidArgument, {"'shape'", "2^40"}));
   EXPECT_TRUE(test::throws_error(
-      [] { Tensor::from_vector({2, 2}, std::vector<float>{1, 2, 3}); },
+      [] {
+        Tensor t({2, 0, 3});
+      },
+      Error::Kind::InvalidArgument, {"'shape'", "[2, 0, 3]", ">= 1"}));
+  EXPECT_TRUE(test::throws_error(
+      [] {
+        Tensor t({2, -1});
+      },
+      Error::Kind::InvalidArgument, {"'shape'", ">= 1"}));
+  EXPECT_TRUE(test::throws_error(
+      [] {
+        Tensor t({1 << 20, 1 << 20, 1 << 20});
+      },
+      Error::Kind::InvalidArgument, {"'shape'", "2^40"}));
+  EXPECT_TRUE(test::throws_error(
+      [] {
+        Tensor::from_vector({2, 2}, std::vector<float>{1, 2, 3});
+      },
       Error::Kind::InvalidArgument, {"'values.size()'", "3"}));
 }
 
@@ -77,17 +91,17 @@ TEST(Runtime, AllocatorCachesAndCounts) {
 TEST(Runtime, AllocationFailureIsAnErrorAndTheAllocatorRecovers) {
   const Device cpu = Device::cpu();
   debug::fail_next_allocations(cpu, 1);
-  EXPECT_TRUE(test::throws_error([] { Tensor t({64}); }, Error::Kind::OutOfMemory,
-                                 {"injected failure"}));
+  EXPECT_TRUE(
+      test::throws_error([] { Tensor t({64}); }, Error::Kind::OutOfMemory, {"injected failure"}));
   Tensor ok({64});  // the next request succeeds
   EXPECT_EQ(ok.numel(), 64);
 
   const MemoryStats stats = memory_stats(cpu);
   set_memory_limit(cpu, stats.in_use_bytes + (1 << 20));
-  EXPECT_TRUE(test::throws_error([] { Tensor t({1 << 22}); }, Error::Kind::OutOfMemory,
-                                 {"memory limit"}));
+  EXPECT_TRUE(
+      test::throws_error([] { Tensor t({1 << 22}); }, Error::Kind::OutOfMemory, {"memory limit"}));
   EXPECT_EQ(memory_stats(cpu).in_use_bytes, stats.in_use_bytes);  // nothing leaked
-  Tensor small({1024});  // under the limit still works
+  Tensor small({1024});                                           // under the limit still works
   set_memory_limit(cpu, 0);
   Tensor big({1 << 22});
   EXPECT_EQ(big.numel(), 1 << 22);

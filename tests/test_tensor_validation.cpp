@@ -12,20 +12,26 @@ const Device kMissingGpu = Device::cuda(64);  // no machine has 65 GPUs
 
 TEST(TensorValidation, ViewNeedsTheSameElementCount) {
   Tensor t = test::random_tensor({2, 3}, 1);
-  EXPECT_TRUE(test::throws_error([&] { (void)t.view({4, 2}); }, Error::Kind::InvalidArgument,
-                                 {"'shape'", "[4, 2]", "[2, 3]"}));
-  EXPECT_TRUE(test::throws_error([&] { (void)t.view({6, 0}); }, Error::Kind::InvalidArgument,
-                                 {"'shape'", ">= 1"}));
+  EXPECT_TRUE(test::throws_error(
+      [&] {
+        (void)t.view({4, 2});
+      },
+      Error::Kind::InvalidArgument, {"'shape'", "[4, 2]", "[2, 3]"}));
+  EXPECT_TRUE(test::throws_error(
+      [&] {
+        (void)t.view({6, 0});
+      },
+      Error::Kind::InvalidArgument, {"'shape'", ">= 1"}));
   EXPECT_TRUE(test::throws_error([&] { (void)Tensor().view({1}); }, Error::Kind::InvalidArgument,
                                  {"'shape'"}));
 }
 
 TEST(TensorValidation, SliceMustBeANonEmptyRangeInside) {
   Tensor t = test::random_tensor({4, 2}, 1);
-  for (auto [begin, end] : {std::pair{-1, 2}, {2, 2}, {3, 1}, {0, 5}})
-    EXPECT_TRUE(test::throws_error([&] { (void)t.slice(begin, end); }, Error::Kind::InvalidArgument,
-                                   {"'[begin, end)'", "[0, 4)"}))
-        << begin << ", " << end;
+  for (const auto& range : {std::pair{-1, 2}, {2, 2}, {3, 1}, {0, 5}})
+    EXPECT_TRUE(test::throws_error([&] { (void)t.slice(range.first, range.second); },
+                                   Error::Kind::InvalidArgument, {"'[begin, end)'", "[0, 4)"}))
+        << range.first << ", " << range.second;
   EXPECT_TRUE(test::throws_error([] { (void)Tensor().slice(0, 1); }, Error::Kind::InvalidArgument,
                                  {"'this'"}));
 }
@@ -52,7 +58,8 @@ TEST(TensorValidation, UndefinedTensorsAreRefusedByEveryMember) {
   EXPECT_EQ(t.numel(), 0);
   EXPECT_EQ(t.data(), nullptr);
   EXPECT_TRUE(test::throws_error([&] { t.fill(1.0f); }, Error::Kind::InvalidArgument, {"'this'"}));
-  EXPECT_TRUE(test::throws_error([&] { (void)t.to(Device::cpu()); }, Error::Kind::InvalidArgument, {"'this'"}));
+  EXPECT_TRUE(test::throws_error([&] { (void)t.to(Device::cpu()); }, Error::Kind::InvalidArgument,
+                                 {"'this'"}));
   EXPECT_TRUE(t.to_vector().empty());
 }
 
@@ -73,18 +80,24 @@ TEST(TensorValidation, I32TensorsHoldIntegers) {
 
 TEST(DeviceValidation, EveryDeviceTakingCallNamesAMissingDevice) {
   const std::vector<std::string> needles = {"cuda:64"};
-  EXPECT_TRUE(test::throws_error([] { (void)device_info(kMissingGpu); }, Error::Kind::InvalidArgument, needles));
-  EXPECT_TRUE(test::throws_error([] { (void)memory_stats(kMissingGpu); }, Error::Kind::InvalidArgument, needles));
-  EXPECT_TRUE(test::throws_error([] { set_memory_limit(kMissingGpu, 1); }, Error::Kind::InvalidArgument, needles));
-  EXPECT_TRUE(test::throws_error([] { empty_cache(kMissingGpu); }, Error::Kind::InvalidArgument, needles));
+  EXPECT_TRUE(test::throws_error([] { (void)device_info(kMissingGpu); },
+                                 Error::Kind::InvalidArgument, needles));
+  EXPECT_TRUE(test::throws_error([] { (void)memory_stats(kMissingGpu); },
+                                 Error::Kind::InvalidArgument, needles));
+  EXPECT_TRUE(test::throws_error([] { set_memory_limit(kMissingGpu, 1); },
+                                 Error::Kind::InvalidArgument, needles));
+  EXPECT_TRUE(
+      test::throws_error([] { empty_cache(kMissingGpu); }, Error::Kind::InvalidArgument, needles));
   EXPECT_TRUE(test::throws_error([] { debug::fail_next_allocations(kMissingGpu, 1); },
                                  Error::Kind::InvalidArgument, needles));
-  EXPECT_TRUE(test::throws_error([] { Tensor t({1}, kMissingGpu); }, Error::Kind::InvalidArgument, needles));
-  EXPECT_TRUE(test::throws_error([] { Context c(kMissingGpu); }, Error::Kind::InvalidArgument, needles));
+  EXPECT_TRUE(test::throws_error([] { Tensor t({1}, kMissingGpu); }, Error::Kind::InvalidArgument,
+                                 needles));
+  EXPECT_TRUE(
+      test::throws_error([] { Context c(kMissingGpu); }, Error::Kind::InvalidArgument, needles));
   EXPECT_TRUE(test::throws_error([] { (void)test::random_tensor({1}, 1).to(kMissingGpu); },
                                  Error::Kind::InvalidArgument, needles));
-  EXPECT_TRUE(test::throws_error([] { Tensor t({1}, Device::cuda(-1)); }, Error::Kind::InvalidArgument,
-                                 {"cuda:-1"}));
+  EXPECT_TRUE(test::throws_error([] { Tensor t({1}, Device::cuda(-1)); },
+                                 Error::Kind::InvalidArgument, {"cuda:-1"}));
   EXPECT_EQ(device_info(Device::cpu()).name, "cpu");
 }
 

@@ -35,8 +35,8 @@ DLRT_EXPORT Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv
 // asynchronously on ctx's stream.
 
 // y = conv(x, w) + bias; bias (may be null) is [K].
-DLRT_EXPORT Engine conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias,
-                                  Tensor& y, const Conv2dParams& params = {},
+DLRT_EXPORT Engine conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w,
+                                  const Tensor* bias, Tensor& y, const Conv2dParams& params = {},
                                   Engine engine = Engine::Auto);
 
 // dx = d(loss)/dx from dy = d(loss)/dy. dx is overwritten.

@@ -11,13 +11,13 @@
 namespace dlrt {
 
 struct MemoryStats {
-  std::size_t in_use_bytes = 0;     // held by live tensors and workspaces
-  std::size_t cached_bytes = 0;     // freed blocks kept for reuse
+  std::size_t in_use_bytes = 0;  // held by live tensors and workspaces
+  std::size_t cached_bytes = 0;  // freed blocks kept for reuse
   std::size_t peak_in_use_bytes = 0;
-  std::size_t limit_bytes = 0;      // 0: no limit beyond the device itself
-  std::uint64_t allocations = 0;    // requests served
-  std::uint64_t cache_hits = 0;     // requests served from the cache
-  std::uint64_t failures = 0;       // requests that raised OutOfMemory
+  std::size_t limit_bytes = 0;    // 0: no limit beyond the device itself
+  std::uint64_t allocations = 0;  // requests served
+  std::uint64_t cache_hits = 0;   // requests served from the cache
+  std::uint64_t failures = 0;     // requests that raised OutOfMemory
 };
 
 DLRT_EXPORT MemoryStats memory_stats(Device device);

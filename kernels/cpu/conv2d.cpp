@@ -112,7 +112,8 @@ void depthwise_forward(const Conv2dGeometry& g, const float* x, const float* w, 
             const float tap = taps[r * g.S + s];
             const float* in = plane + h * g.W + s * g.dilation_w - g.pad_w;
             float* row = out + p * g.Q;
-            for (std::int64_t q = valid.begin; q < valid.end; ++q) row[q] += tap * in[q * g.stride_w];
+            for (std::int64_t q = valid.begin; q < valid.end; ++q)
+              row[q] += tap * in[q * g.stride_w];
           }
       }
     }
@@ -137,7 +138,8 @@ void depthwise_backward_data(const Conv2dGeometry& g, const float* dy, const flo
               const float tap = w[(k * g.R + r) * g.S + s];
               float* in = plane + h * g.W + s * g.dilation_w - g.pad_w;
               const float* row = grad + p * g.Q;
-              for (std::int64_t q = valid.begin; q < valid.end; ++q) in[q * g.stride_w] += tap * row[q];
+              for (std::int64_t q = valid.begin; q < valid.end; ++q)
+                in[q * g.stride_w] += tap * row[q];
             }
         }
       }
@@ -145,7 +147,8 @@ void depthwise_backward_data(const Conv2dGeometry& g, const float* dy, const flo
 }
 
 // dw[k, r, s] = sum over n, p, q of dy[n,k,p,q] * x[n, k / Kg, h, w].
-void depthwise_backward_filter(const Conv2dGeometry& g, const float* x, const float* dy, float* dw) {
+void depthwise_backward_filter(const Conv2dGeometry& g, const float* x, const float* dy,
+                               float* dw) {
   const std::int64_t Kg = g.k_per_group(), PQ = g.P * g.Q;
 #pragma omp parallel for schedule(static)
   for (std::int64_t k = 0; k < g.K; ++k)
@@ -162,7 +165,8 @@ void depthwise_backward_filter(const Conv2dGeometry& g, const float* x, const fl
             const float* in = plane + h * g.W + s * g.dilation_w - g.pad_w;
             const float* row = grad + p * g.Q;
             float partial = 0.0f;
-            for (std::int64_t q = valid.begin; q < valid.end; ++q) partial += row[q] * in[q * g.stride_w];
+            for (std::int64_t q = valid.begin; q < valid.end; ++q)
+              partial += row[q] * in[q * g.stride_w];
             sum += partial;
           }
         }
@@ -184,8 +188,8 @@ public:
       return Support::no("a GEMM dimension (" + std::to_string(largest) +
                          ") exceeds OpenBLAS's 32-bit int");
     if (!g.is_pointwise() && band_rows(ctx, g) < 1)
-      return Support::no("one output row of the im2col buffer (" +
-                         std::to_string(crs * g.Q * 4) + " bytes) exceeds the workspace limit " +
+      return Support::no("one output row of the im2col buffer (" + std::to_string(crs * g.Q * 4) +
+                         " bytes) exceeds the workspace limit " +
                          std::to_string(ctx.options().workspace_limit_bytes));
     return Support::yes();
   }
@@ -310,7 +314,8 @@ private:
     return std::min(g.P, limit / row_bytes);
   }
   static float* workspace(Context& ctx, const Conv2dGeometry& g, std::int64_t band_p) {
-    const auto bytes = static_cast<std::size_t>(g.c_per_group() * g.R * g.S * band_p * g.Q) * sizeof(float);
+    const auto bytes =
+        static_cast<std::size_t>(g.c_per_group() * g.R * g.S * band_p * g.Q) * sizeof(float);
     return static_cast<float*>(ctx.impl().workspace(bytes));
   }
 };

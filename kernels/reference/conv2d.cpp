@@ -16,8 +16,8 @@ public:
   Support supports(const Context&, Conv2dOp, const Conv2dGeometry&) const override {
     return Support::yes();
   }
-  void forward(Context&, const Conv2dGeometry& g, const float* x, const float* w,
-               const float* bias, float* y) const override {
+  void forward(Context&, const Conv2dGeometry& g, const float* x, const float* w, const float* bias,
+               float* y) const override {
     reference::conv2d_forward(g, x, w, bias, y);
   }
   void backward_data(Context&, const Conv2dGeometry& g, const float* dy, const float* w,

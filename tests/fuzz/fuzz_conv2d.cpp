@@ -71,11 +71,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     ys = dlrt::conv2d_output_shape(xs, ws, p);
   } catch (const dlrt::Error& e) {
-    if (e.kind() != dlrt::Error::Kind::InvalidArgument) finding("shape rule threw a non-argument error");
+    if (e.kind() != dlrt::Error::Kind::InvalidArgument)
+      finding("shape rule threw a non-argument error");
   }
   if (corrupt == 0) {
-    if (op == 1) xs[2] += 1;  // dx one row taller than dy implies
-    else ys[3] += 1;          // y or dy one column too wide
+    if (op == 1)
+      xs[2] += 1;  // dx one row taller than dy implies
+    else
+      ys[3] += 1;  // y or dy one column too wide
   }
   // The shape rule is the oracle (it has its own tests): an op must run
   // exactly when the final shapes satisfy it. Bias backward needs only dy.
@@ -99,15 +102,24 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::vector<float> before = out.to_vector();
     try {
       switch (op) {
-        case 0: dlrt::conv2d_forward(ctx, x, w, seed % 2 ? &bias : nullptr, out, p, engines[e]); break;
-        case 1: dlrt::conv2d_backward_data(ctx, dy, w, out, p, engines[e]); break;
-        case 2: dlrt::conv2d_backward_filter(ctx, x, dy, out, p, engines[e]); break;
-        default: dlrt::conv2d_backward_bias(ctx, dy, out, engines[e]); break;
+        case 0:
+          dlrt::conv2d_forward(ctx, x, w, seed % 2 ? &bias : nullptr, out, p, engines[e]);
+          break;
+        case 1:
+          dlrt::conv2d_backward_data(ctx, dy, w, out, p, engines[e]);
+          break;
+        case 2:
+          dlrt::conv2d_backward_filter(ctx, x, dy, out, p, engines[e]);
+          break;
+        default:
+          dlrt::conv2d_backward_bias(ctx, dy, out, engines[e]);
+          break;
       }
       if (expect_error) finding("an invalid problem ran");
     } catch (const dlrt::Error& e_) {
       if (e_.kind() != dlrt::Error::Kind::InvalidArgument) finding("a non-argument error");
-      if (std::memcmp(before.data(), out.data(), out.bytes()) != 0) finding("output written before an error");
+      if (std::memcmp(before.data(), out.data(), out.bytes()) != 0)
+        finding("output written before an error");
       if (!expect_error) finding("a valid problem was refused");
       return 0;
     }

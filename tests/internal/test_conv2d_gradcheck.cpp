@@ -34,7 +34,8 @@ TEST_P(Conv2dGradCheck, BackwardOpsAreTheDerivativesOfForward) {
   const Shape y_shape = conv2d_output_shape(x_shape, w_shape, c.params);
   const Conv2dGeometry g = conv2d_geometry(x_shape, w_shape, c.params);
 
-  std::vector<double> x = random_doubles(x_shape.numel(), 1), w = random_doubles(w_shape.numel(), 2);
+  std::vector<double> x = random_doubles(x_shape.numel(), 1),
+                      w = random_doubles(w_shape.numel(), 2);
   std::vector<double> b = random_doubles(c.K, 3), up = random_doubles(y_shape.numel(), 4);
   std::vector<double> y(static_cast<std::size_t>(y_shape.numel()));
 
@@ -62,8 +63,7 @@ TEST_P(Conv2dGradCheck, BackwardOpsAreTheDerivativesOfForward) {
       param[i] = saved;
       const double numeric = (up_loss - down_loss) / (2 * kStep);
       largest = std::max(largest, std::fabs(grad[i]));
-      EXPECT_NEAR(grad[i], numeric, 1e-7 * (1.0 + std::fabs(numeric)))
-          << name << "[" << i << "]";
+      EXPECT_NEAR(grad[i], numeric, 1e-7 * (1.0 + std::fabs(numeric))) << name << "[" << i << "]";
     }
     // A check whose gradients are all zero proves nothing.
     EXPECT_GT(largest, 1e-3) << name << " gradients are (nearly) all zero";
@@ -77,16 +77,15 @@ Conv2dParams params(int pad, int stride, int dilation, int groups = 1) {
   return {pad, pad, stride, stride, dilation, dilation, groups};
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Reference, Conv2dGradCheck,
-    ::testing::Values(GradCase{1, 1, 5, 5, 1, 3, 3, params(0, 1, 1)},
-                      GradCase{2, 3, 6, 7, 4, 3, 3, params(1, 1, 1)},
-                      GradCase{2, 2, 7, 6, 3, 3, 2, params(1, 2, 1)},
-                      GradCase{1, 2, 9, 9, 2, 3, 3, params(2, 3, 2)},
-                      GradCase{2, 4, 5, 5, 4, 3, 3, params(1, 1, 1, 2)},
-                      GradCase{1, 3, 6, 6, 3, 5, 5, params(2, 2, 1, 3)},
-                      GradCase{1, 2, 4, 4, 3, 1, 1, params(0, 1, 1)},
-                      GradCase{1, 1, 8, 8, 2, 7, 7, params(3, 1, 1)}));
+INSTANTIATE_TEST_SUITE_P(Reference, Conv2dGradCheck,
+                         ::testing::Values(GradCase{1, 1, 5, 5, 1, 3, 3, params(0, 1, 1)},
+                                           GradCase{2, 3, 6, 7, 4, 3, 3, params(1, 1, 1)},
+                                           GradCase{2, 2, 7, 6, 3, 3, 2, params(1, 2, 1)},
+                                           GradCase{1, 2, 9, 9, 2, 3, 3, params(2, 3, 2)},
+                                           GradCase{2, 4, 5, 5, 4, 3, 3, params(1, 1, 1, 2)},
+                                           GradCase{1, 3, 6, 6, 3, 5, 5, params(2, 2, 1, 3)},
+                                           GradCase{1, 2, 4, 4, 3, 1, 1, params(0, 1, 1)},
+                                           GradCase{1, 1, 8, 8, 2, 7, 7, params(3, 1, 1)}));
 
 }  // namespace
 }  // namespace dlrt::detail

@@ -38,7 +38,8 @@ TEST_P(CudaConv2dVariants, MatchReference) {
   const Shape ys = conv2d_output_shape(c.x, c.w, c.params);
   const Device gpu = Device::cuda(0);
   Context ref, ctx(gpu);
-  Tensor x = test::random_tensor(c.x, 1), w = test::random_tensor(c.w, 2), dy = test::random_tensor(ys, 3);
+  Tensor x = test::random_tensor(c.x, 1), w = test::random_tensor(c.w, 2),
+         dy = test::random_tensor(ys, 3);
   Tensor bias = test::random_tensor({c.w[0]}, 4);
 
   Tensor y_ref(ys), dx_ref(c.x), dw_ref(c.w);
@@ -57,13 +58,13 @@ TEST_P(CudaConv2dVariants, MatchReference) {
   EXPECT_TRUE(test::all_close(dw.to_vector(), dw_ref.to_vector(), ys[0] * ys[2] * ys[3]));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Forced, CudaConv2dVariants,
-    ::testing::Combine(::testing::Values(1, 2), ::testing::ValuesIn(kVariantCases)),
-    [](const auto& param_info) {
-      return "variant" + std::to_string(std::get<0>(param_info.param)) + "_" +
-             std::get<1>(param_info.param).name;
-    });
+INSTANTIATE_TEST_SUITE_P(Forced, CudaConv2dVariants,
+                         ::testing::Combine(::testing::Values(1, 2),
+                                            ::testing::ValuesIn(kVariantCases)),
+                         [](const auto& param_info) {
+                           return "variant" + std::to_string(std::get<0>(param_info.param)) + "_" +
+                                  std::get<1>(param_info.param).name;
+                         });
 
 TEST(CudaConv2dVariantSetting, RejectsUnknownVariants) {
   EXPECT_TRUE(test::throws_error([] { detail::set_cuda_conv2d_variant(7); },

@@ -42,9 +42,9 @@ std::string engine_unavailable(Engine engine) {
     return ::testing::AssertionFailure() << "size " << got.size() << " != " << want.size();
   double scale = 0.0;
   for (float v : want) scale = std::max(scale, double(std::fabs(v)));
-  const double atol =
-      4.0 * std::numeric_limits<float>::epsilon() *
-      std::sqrt(double(std::max<std::int64_t>(accumulation_length, 1))) * std::max(scale, 1.0);
+  const double atol = 4.0 * std::numeric_limits<float>::epsilon() *
+                      std::sqrt(double(std::max<std::int64_t>(accumulation_length, 1))) *
+                      std::max(scale, 1.0);
   std::size_t worst = 0;
   double worst_excess = -1.0;
   std::size_t bad = 0;
@@ -60,8 +60,8 @@ std::string engine_unavailable(Engine engine) {
   }
   if (bad == 0) return ::testing::AssertionSuccess();
   return ::testing::AssertionFailure()
-         << bad << " of " << got.size() << " elements differ; worst at index " << worst
-         << ": got " << got[worst] << ", want " << want[worst] << " (atol " << atol << ")";
+         << bad << " of " << got.size() << " elements differ; worst at index " << worst << ": got "
+         << got[worst] << ", want " << want[worst] << " (atol " << atol << ")";
 }
 
 ::testing::AssertionResult throws_error(const std::function<void()>& call, Error::Kind kind,
@@ -76,8 +76,7 @@ std::string engine_unavailable(Engine engine) {
     const std::string message = e.what();
     for (const std::string& needle : needles)
       if (message.find(needle) == std::string::npos)
-        return ::testing::AssertionFailure()
-               << "message lacks \"" << needle << "\": " << message;
+        return ::testing::AssertionFailure() << "message lacks \"" << needle << "\": " << message;
     return ::testing::AssertionSuccess();
   } catch (const std::exception& e) {
     return ::testing::AssertionFailure() << "threw a non-dlrt exception: " << e.what();

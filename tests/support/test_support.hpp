@@ -42,8 +42,8 @@ bool bitwise_equal(const std::vector<float>& a, const std::vector<float>& b);
 }  // namespace dlrt::test
 
 // Skips the current test, with the reason, when `engine` cannot run here.
-#define DLRT_SKIP_UNLESS_ENGINE_RUNS(engine)                                   \
-  do {                                                                         \
-    std::string dlrt_why_ = ::dlrt::test::engine_unavailable(engine);          \
-    if (!dlrt_why_.empty()) GTEST_SKIP() << dlrt_why_;                         \
+#define DLRT_SKIP_UNLESS_ENGINE_RUNS(engine)                          \
+  do {                                                                \
+    std::string dlrt_why_ = ::dlrt::test::engine_unavailable(engine); \
+    if (!dlrt_why_.empty()) GTEST_SKIP() << dlrt_why_;                \
   } while (0)
