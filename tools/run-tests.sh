@@ -2,7 +2,8 @@
 # Builds dlrt and runs every test: the default build (CUDA engines compiled
 # when nvcc is present; GPU tests run where a GPU is, and skip with a reason
 # where not), the CPU-only build, the ASan+UBSan build (leak checks
-# included), the installed-package consumer, and a bounded libFuzzer run
+# included), the ThreadSanitizer build, the installed-package consumer, and
+# a bounded libFuzzer run of each fuzz target
 # (DLRT_FUZZ_SECONDS, default 60). CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,6 @@ run_preset() {
 run_preset default
 run_preset cpu-only
 run_preset asan
+run_preset tsan
 run_preset fuzz -DDLRT_FUZZ_SECONDS="${DLRT_FUZZ_SECONDS:-60}"
 echo "=== all test suites passed"
