@@ -4,7 +4,11 @@
 #   tools/gpu-suite.sh            (or: OUT=/some/dir tools/gpu-suite.sh)
 #
 #  1. configures and builds dlrt (Release, DLRT_WITH_CUDA=ON, the CUDA
-#     architecture of the local GPU from nvidia-smi, else 90);
+#     architecture of the local GPU from nvidia-smi, else 90) — or, when
+#     .gpu-bundle/dlrt-gpu-bundle.tar.xz is there (tools/gpu-bundle.sh makes
+#     it on a machine with the Debian packages), unpacks those prebuilt
+#     binaries and their libraries instead, for machines that lack OpenBLAS,
+#     GoogleTest or Google Benchmark;
 #  2. runs every test (ctest);
 #  3. runs dlrt_bench_conv and dlrt_bench_pool on the shape tables, time-boxed;
 #  4. runs the GPU tests (names with "Cuda" or "Cudnn") under compute-sanitizer
@@ -25,6 +29,8 @@
 #                          nvidia-cudnn Python wheel)
 #   DLRT_SUITE_CMAKE_ARGS  extra CMake arguments (word-split)
 #   DLRT_SUITE_ALLOW_NO_GPU=1  run without a GPU (to try the script itself)
+#   DLRT_SUITE_BUNDLE      the prebuilt bundle (default <repo>/.gpu-bundle/dlrt-gpu-bundle.tar.xz)
+#   DLRT_SUITE_BUILD=1     build here even when a bundle is present
 # Exit status: 0 when the build, every test and every sanitizer run passed.
 set -uo pipefail
 
@@ -157,58 +163,85 @@ if [[ -n ${DLRT_SUITE_CMAKE_ARGS:-} ]]; then
   cmake_args+=("${user_args[@]}")
 fi
 
-# ---- configure and build ----------------------------------------------------------
-generator=()
-command -v ninja > /dev/null && generator=(-G Ninja)
-configure() {
-  cmake -S "$root" -B "$build" "${generator[@]}" "${cmake_args[@]}" "$@" >> "$logs/configure.log" 2>&1
-}
-t0=$(date +%s)
-disabled=()
-configured=0
-for attempt in 1 2 3 4 5; do
-  echo "== attempt $attempt: ${disabled[*]:-}" >> "$logs/configure.log"
-  if configure ${disabled[@]+"${disabled[@]}"}; then
-    configured=1
-    break
+# ---- prebuilt bundle, or configure and build ----------------------------------
+bundle=${DLRT_SUITE_BUNDLE:-$root/.gpu-bundle/dlrt-gpu-bundle.tar.xz}
+if [[ -f $bundle && ${DLRT_SUITE_BUILD:-0} != 1 ]]; then
+  bundle_dir=$build/bundle
+  rm -rf "$bundle_dir" && mkdir -p "$bundle_dir"
+  if ! tar -xJf "$bundle" -C "$bundle_dir"; then
+    note "could not unpack the bundle $bundle"
+    exit 1
   fi
-  # A build folder from another generator or toolkit: start it afresh once.
-  if [[ $attempt == 1 && -f $build/CMakeCache.txt ]]; then
-    rm -rf "$build"
-    continue
+  # The bundle's own libraries first; CUDA's from the toolkit (or the wheels
+  # found above).
+  export LD_LIBRARY_PATH=$bundle_dir/lib:$cuda_home/lib64:$cuda_home/lib:${LD_LIBRARY_PATH:-}
+  for module in cuda_runtime cublas cudnn cu13; do
+    wheel=$(wheel_dir "$module" "" 2> /dev/null)
+    [[ -n $wheel && -d $wheel/lib ]] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$wheel/lib
+  done
+  bundle_arch=$(cat "$bundle_dir/ARCH" 2> /dev/null || echo unknown)
+  note "using the prebuilt bundle $bundle (commit $(cat "$bundle_dir/COMMIT" 2> /dev/null), $bundle_arch; this GPU: sm_$arch)"
+  [[ $bundle_arch != "sm_$arch" ]] && note "WARNING: the bundle was built for $bundle_arch, this GPU is sm_$arch"
+  missing=$(LD_LIBRARY_PATH=$LD_LIBRARY_PATH ldd "$bundle_dir/bin/dlrt_tests" | grep 'not found' | awk '{print $1}' | tr '\n' ' ')
+  [[ -n $missing ]] && note "WARNING: libraries not found for the bundle: $missing"
+  test_binaries=("$bundle_dir/bin/dlrt_tests" "$bundle_dir/bin/dlrt_internal_tests")
+  bench_dir=$bundle_dir/bin
+else
+  generator=()
+  command -v ninja > /dev/null && generator=(-G Ninja)
+  configure() {
+    cmake -S "$root" -B "$build" "${generator[@]}" "${cmake_args[@]}" "$@" >> "$logs/configure.log" 2>&1
+  }
+  t0=$(date +%s)
+  disabled=()
+  configured=0
+  for attempt in 1 2 3 4 5; do
+    echo "== attempt $attempt: ${disabled[*]:-}" >> "$logs/configure.log"
+    if configure ${disabled[@]+"${disabled[@]}"}; then
+      configured=1
+      break
+    fi
+    # A build folder from another generator or toolkit: start it afresh once.
+    if [[ $attempt == 1 && -f $build/CMakeCache.txt ]]; then
+      rm -rf "$build"
+      continue
+    fi
+    # Optional parts whose third-party package is missing here are turned off,
+    # and the summary says so.
+    if grep -q 'Could not find a package configuration file provided by "benchmark"' "$logs/configure.log" \
+       && [[ " ${disabled[*]:-} " != *DLRT_BUILD_BENCHMARKS* ]]; then
+      disabled+=(-DDLRT_BUILD_BENCHMARKS=OFF)
+      note "Google Benchmark not found: building without the benchmarks"
+    elif grep -q 'Could NOT find GTest' "$logs/configure.log" && [[ " ${disabled[*]:-} " != *DLRT_BUILD_TESTS* ]]; then
+      disabled+=(-DDLRT_BUILD_TESTS=OFF)
+      note "GoogleTest not found: building without the tests"
+    elif grep -q 'Could NOT find PNG' "$logs/configure.log" \
+         && [[ " ${disabled[*]:-} " != *DLRT_BUILD_EXAMPLES* ]]; then
+      disabled+=(-DDLRT_BUILD_EXAMPLES=OFF)
+      note "libpng not found: building without the examples"
+    else
+      break
+    fi
+  done
+  if [[ $configured != 1 ]]; then
+    note "configure FAILED ($(( $(date +%s) - t0 )) s); see configure.log in logs.tar.gz"
+    tail -n 30 "$logs/configure.log"
+    exit 1
   fi
-  # Optional parts whose third-party package is missing here are turned off,
-  # and the summary says so.
-  if grep -q 'Could not find a package configuration file provided by "benchmark"' "$logs/configure.log" \
-     && [[ " ${disabled[*]:-} " != *DLRT_BUILD_BENCHMARKS* ]]; then
-    disabled+=(-DDLRT_BUILD_BENCHMARKS=OFF)
-    note "Google Benchmark not found: building without the benchmarks"
-  elif grep -q 'Could NOT find GTest' "$logs/configure.log" && [[ " ${disabled[*]:-} " != *DLRT_BUILD_TESTS* ]]; then
-    disabled+=(-DDLRT_BUILD_TESTS=OFF)
-    note "GoogleTest not found: building without the tests"
-  elif grep -q 'Could NOT find PNG' "$logs/configure.log" \
-       && [[ " ${disabled[*]:-} " != *DLRT_BUILD_EXAMPLES* ]]; then
-    disabled+=(-DDLRT_BUILD_EXAMPLES=OFF)
-    note "libpng not found: building without the examples"
-  else
-    break
-  fi
-done
-if [[ $configured != 1 ]]; then
-  note "configure FAILED ($(( $(date +%s) - t0 )) s); see configure.log in logs.tar.gz"
-  tail -n 30 "$logs/configure.log"
-  exit 1
-fi
-note "configured in $(( $(date +%s) - t0 )) s: ${cmake_args[*]} ${disabled[*]:-}"
+  note "configured in $(( $(date +%s) - t0 )) s: ${cmake_args[*]} ${disabled[*]:-}"
 
-t0=$(date +%s)
-if ! timeout "$(( $(remaining) > 60 ? $(remaining) : 60 ))" \
-    cmake --build "$build" -j "$jobs" > "$logs/build.log" 2>&1; then
-  note "build FAILED or timed out ($(( $(date +%s) - t0 )) s); see build.log"
-  grep -E 'error|FAILED' "$logs/build.log" | head -n 20
-  exit 1
+  t0=$(date +%s)
+  if ! timeout "$(( $(remaining) > 60 ? $(remaining) : 60 ))" \
+      cmake --build "$build" -j "$jobs" > "$logs/build.log" 2>&1; then
+    note "build FAILED or timed out ($(( $(date +%s) - t0 )) s); see build.log"
+    grep -E 'error|FAILED' "$logs/build.log" | head -n 20
+    exit 1
+  fi
+  note "built in $(( $(date +%s) - t0 )) s ($(grep -c -i 'warning' "$logs/build.log") warning lines in build.log)"
+
+  test_binaries=("$build/tests/dlrt_tests" "$build/tests/dlrt_internal_tests")
+  bench_dir=$build/bench
 fi
-note "built in $(( $(date +%s) - t0 )) s ($(grep -c -i 'warning' "$logs/build.log") warning lines in build.log)"
 
 have_sanitizer=0
 command -v compute-sanitizer > /dev/null && have_sanitizer=1
@@ -216,7 +249,25 @@ command -v compute-sanitizer > /dev/null && have_sanitizer=1
 sanitizer_reserve=$(( have_sanitizer ? 150 : 0 ))
 
 # ---- tests ---------------------------------------------------------------
-if [[ -f $build/CTestTestfile.cmake ]]; then
+if [[ -n ${bundle_dir:-} ]]; then
+  # The bundle has no CTest files: run the test binaries themselves.
+  for b in "${test_binaries[@]}"; do
+    name=$(basename "$b")
+    t0=$(date +%s)
+    cap=$(( ($(remaining) - sanitizer_reserve - 150) / 2 ))
+    (( cap < 120 )) && cap=120
+    timeout "$cap" "$b" --gtest_output="xml:$logs/$name.xml" > "$logs/$name.log" 2>&1
+    rc=$?
+    line=$(grep -E '^\[  (PASSED|FAILED) *\]|^\[  SKIPPED \] [0-9]+ test' "$logs/$name.log" | tr '\n' ' ')
+    if [[ $rc == 0 ]]; then
+      note "$name passed in $(( $(date +%s) - t0 )) s: $line"
+    else
+      failed=1
+      note "$name FAILED (status $rc) in $(( $(date +%s) - t0 )) s: $line"
+      grep -E '^\[  FAILED  \] [A-Za-z]' "$logs/$name.log" | head -n 40 | sed 's/^/    /' | tee -a "$summary"
+    fi
+  done
+elif [[ -f $build/CTestTestfile.cmake ]]; then
   t0=$(date +%s)
   cap=$(( $(remaining) - sanitizer_reserve - 150 ))
   (( cap < 120 )) && cap=120
@@ -239,7 +290,7 @@ fi
 
 # ---- benchmarks ------------------------------------------------------------------
 bench_files=()
-if [[ -x $build/bench/dlrt_bench_conv && -x $build/bench/dlrt_bench_pool ]]; then
+if [[ -x $bench_dir/dlrt_bench_conv && -x $bench_dir/dlrt_bench_pool ]]; then
   if [[ $full == 1 ]]; then
     flags=(--benchmark_repetitions=5)
   else
@@ -264,11 +315,11 @@ if [[ -x $build/bench/dlrt_bench_conv && -x $build/bench/dlrt_bench_pool ]]; the
     file=$OUT/bench-$family-$table.json
     t0=$(date +%s)
     if [[ $full == 1 ]]; then
-      "$build/bench/dlrt_bench_$family" --dlrt_tables="$table" "${flags[@]}" \
+      "$bench_dir/dlrt_bench_$family" --dlrt_shapes_dir="$root/bench/shapes" --dlrt_tables="$table" "${flags[@]}" \
         --benchmark_out="$file" --benchmark_out_format=json > "$logs/bench-$family-$table.log" 2>&1
       rc=$?
     else
-      timeout "$cap" "$build/bench/dlrt_bench_$family" --dlrt_tables="$table" "${flags[@]}" \
+      timeout "$cap" "$bench_dir/dlrt_bench_$family" --dlrt_shapes_dir="$root/bench/shapes" --dlrt_tables="$table" "${flags[@]}" \
         --benchmark_out="$file" --benchmark_out_format=json > "$logs/bench-$family-$table.log" 2>&1
       rc=$?
     fi
@@ -287,7 +338,7 @@ fi
 if [[ $have_sanitizer == 1 ]]; then
   compute-sanitizer --version > "$logs/compute-sanitizer-version.txt" 2>&1
   binaries=()
-  for b in "$build/tests/dlrt_tests" "$build/tests/dlrt_internal_tests"; do
+  for b in "${test_binaries[@]}"; do
     [[ -x $b ]] && binaries+=("$b")
   done
   # memcheck on every GPU test; racecheck (shared-memory hazards, slow) on
