@@ -9,12 +9,6 @@ namespace dlrt {
 namespace detail {
 namespace {
 
-void check_engine_value(std::string_view op, Engine engine) {
-  int value = static_cast<int>(engine);
-  if (value < static_cast<int>(Engine::Auto) || value > static_cast<int>(Engine::Cudnn))
-    invalid_argument(op, "engine", value, "must be one of the dlrt::Engine enumerators");
-}
-
 void check_params(std::string_view op, const Conv2dParams& p) {
   // The upper bounds keep every derived index inside int64 and far from it.
   constexpr int kMax = 1 << 16;

@@ -14,12 +14,6 @@
 namespace dlrt::detail {
 namespace {
 
-void check_engine_value(std::string_view op, Engine engine) {
-  const int value = static_cast<int>(engine);
-  if (value < static_cast<int>(Engine::Auto) || value > static_cast<int>(Engine::Cudnn))
-    invalid_argument(op, "engine", value, "must be one of the dlrt::Engine enumerators");
-}
-
 bool is_max(const Pool2dParams& p) { return p.mode == PoolMode::Max; }
 
 void check_params(std::string_view op, const Pool2dParams& p) {

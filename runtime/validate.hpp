@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "dlrt/engine.hpp"
 #include "dlrt/error.hpp"
 #include "dlrt/tensor.hpp"
 
@@ -34,6 +35,9 @@ void check_tensor(std::string_view op, std::string_view name, const Tensor& t, i
 
 void check_shape_is(std::string_view op, std::string_view name, const Tensor& t,
                     const Shape& expected, std::string_view why);
+
+// `engine` is one of the dlrt::Engine enumerators (not a stray cast integer).
+void check_engine_value(std::string_view op, Engine engine);
 
 // Inputs and outputs may not share memory: engines read inputs while they
 // write outputs.

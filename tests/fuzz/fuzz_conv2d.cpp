@@ -11,27 +11,13 @@
 #include <vector>
 
 #include "dlrt/dlrt.hpp"
+#include "fuzz_support.hpp"
 
 namespace {
 
-class Bytes {
-public:
-  Bytes(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-  // An integer in [lo, hi], 0-padded when the input runs out.
-  int in(int lo, int hi) {
-    const std::uint8_t byte = pos_ < size_ ? data_[pos_++] : 0;
-    return lo + byte % (hi - lo + 1);
-  }
+using dlrt::fuzz::Bytes;
 
-private:
-  const std::uint8_t* data_;
-  std::size_t size_, pos_ = 0;
-};
-
-[[noreturn]] void finding(const char* what) {
-  std::fprintf(stderr, "fuzz_conv2d finding: %s\n", what);
-  std::abort();
-}
+[[noreturn]] void finding(const char* what) { dlrt::fuzz::finding("fuzz_conv2d", what); }
 
 dlrt::Tensor random_tensor(const dlrt::Shape& shape, std::uint32_t seed) {
   std::mt19937 rng(seed);
