@@ -10,8 +10,7 @@ int main() {
   dlrt::Context ctx;
   dlrt::Tensor x = dlrt::Tensor::from_vector({1, 1, 6, 6}, image);
   dlrt::Tensor w = dlrt::Tensor::from_vector({1, 1, 2, 2}, std::vector<float>{0, 1, 1, -2});
-  dlrt::Conv2dParams params;
-  params.stride_h = params.stride_w = 2;
+  const dlrt::Conv2dParams params{.stride_h = 2, .stride_w = 2};
   dlrt::Tensor y(dlrt::conv2d_output_shape(x.shape(), w.shape(), params));
   dlrt::Engine engine = dlrt::conv2d_forward(ctx, x, w, nullptr, y, params, dlrt::Engine::Cpu);
   const std::vector<float> want = {-2, -2, 1, 0, 1, 1, 1, 2, 0};
