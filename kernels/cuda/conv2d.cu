@@ -11,9 +11,7 @@
 // Indices are 32-bit; supports() declines tensors past kMaxElements.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <cstddef>
-#include <cstdlib>
 #include <memory>
 #include <string>
 #include <utility>

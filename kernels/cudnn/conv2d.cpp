@@ -482,9 +482,21 @@ AlgoChoice exhaustive_choice(Context& ctx, cudnnHandle_t handle, const ConvDescr
                              const Operands& operands) {
   using T = OpTraits<Op>;
   const std::size_t scratch_bytes = heuristic.candidate_workspace;
-  void* scratch = scratch_bytes > 0 ? ctx.impl().workspace(scratch_bytes) : nullptr;
   std::vector<typename T::Perf> perf(static_cast<std::size_t>(std::max(T::max_count(handle), 1)));
-  const int returned = T::find(handle, d, operands, scratch, scratch_bytes, perf);
+  int returned = 0;
+  try {
+    void* scratch = scratch_bytes > 0 ? ctx.impl().workspace(scratch_bytes) : nullptr;
+    returned = T::find(handle, d, operands, scratch, scratch_bytes, perf);
+  } catch (const Error& e) {
+    // The search is an optimisation: when it cannot run (the scratch buffer
+    // does not fit in device memory, or cuDNN refuses the search itself), the
+    // heuristic choice still qualifies, and the op must not fail with its
+    // output half-written by the search. A real device fault resurfaces at
+    // the op's own call.
+    log(LogLevel::Debug, "cudnn ", to_string(Op), ": the exhaustive search failed (", e.what(),
+        "); keeping the heuristic choice");
+    return heuristic;
+  }
   for (int i = 0; i < returned; ++i) {
     const auto& candidate = perf[static_cast<std::size_t>(i)];
     std::size_t bytes = 0;

@@ -12,9 +12,11 @@
 #include <cudnn.h>
 
 #include <climits>
+#include <cstdint>
 #include <memory>
 #include <string>
 
+#include "dlrt/error.hpp"
 #include "runtime/cuda_check.hpp"
 #include "runtime/cuda_handles.hpp"
 #include "runtime/gpu.hpp"
@@ -76,9 +78,12 @@ public:
 
   Support supports(const Context&, Pool2dOp op, const Pool2dGeometry& g,
                    Pool2dSavedKind saved) const override {
+    // y can be the larger tensor: an even window, pad = window / 2 and
+    // stride 1 give P = H + 1.
     if (g.x_elements() > INT_MAX || g.y_elements() > INT_MAX)
       return Support::no("cuDNN's 4-d tensor descriptors hold at most 2^31 - 1 elements (x has " +
-                         std::to_string(g.x_elements()) + ")");
+                         std::to_string(g.x_elements()) + ", y has " +
+                         std::to_string(g.y_elements()) + ")");
     if (g.ceil_mode) {
       const std::int64_t P = pool2d_output_extent(g.H, g.window_h, g.stride_h, g.pad_h, false);
       const std::int64_t Q = pool2d_output_extent(g.W, g.window_w, g.stride_w, g.pad_w, false);
@@ -111,9 +116,11 @@ public:
         cudnnPoolingForward(handle, pool.get(), &one, x_desc.get(), x, &zero, y_desc.get(), y));
   }
 
-  // Only the averages reach here (supports declines max). cuDNN reads neither
-  // x nor y for them, but its signature takes both: dy stands in for y and dx
-  // for x, each of the right shape.
+  // Only the averages reach here (supports declines max). cuDNN's signature
+  // takes x and y and needs them to be valid device buffers of the right
+  // shape, but an average's gradient does not depend on their values: dy
+  // stands in for y and dx for x. cuDNN may read x while it writes dx; the
+  // values it reads there never reach the result.
   void backward(Context& ctx, const Pool2dGeometry& g, const float* dy, float* dx,
                 const std::int32_t*, const float*, const float*) const override {
     if (g.mode == PoolMode::Max)

@@ -310,6 +310,86 @@ TEST(CudaConv2dTiling, BackwardFilterImplicitGemmMatchesReference) {
   }
 }
 
+// Random small problems beyond the table: every combination of groups,
+// channel counts that are not multiples of anything, stride past the filter,
+// padding past the filter, dilation and 1x1 outputs, through every kernel,
+// each output element written exactly once and nothing read out of range.
+Case random_case(std::uint32_t& state) {
+  auto next = [&](int lo, int hi) {  // uniform enough in [lo, hi], reproducible everywhere
+    state = state * 1664525u + 1013904223u;
+    return lo + static_cast<int>((state >> 8) % static_cast<std::uint32_t>(hi - lo + 1));
+  };
+  Case c{};
+  c.groups = next(1, 4);
+  const bool wide = next(0, 7) == 0;  // now and then, more than one row tile
+  c.C = std::int64_t{c.groups} * next(1, 5);
+  c.K = std::int64_t{c.groups} * (wide ? next(60, 70) : next(1, 5));
+  if (next(0, 4) == 0) c.K = c.C = c.groups = next(2, 9);  // depthwise
+  c.N = next(1, 3);
+  c.R = next(1, 4), c.S = next(1, 4);
+  c.dil_h = next(1, 3), c.dil_w = next(1, 3);
+  c.stride_h = next(1, 5), c.stride_w = next(1, 5);
+  c.pad_h = next(0, 4), c.pad_w = next(0, 4);
+  const std::int64_t span_h = (c.R - 1) * c.dil_h + 1, span_w = (c.S - 1) * c.dil_w + 1;
+  c.H = std::max<std::int64_t>(1, span_h - 2 * c.pad_h) + next(0, 9);
+  c.W = std::max<std::int64_t>(1, span_w - 2 * c.pad_w) + next(0, 9);
+  return c;
+}
+
+TEST(CudaConv2dTiling, RandomProblemsMatchReferenceThroughEveryKernel) {
+  std::uint32_t state = 20240607u;
+  for (int trial = 0; trial < 150; ++trial) {
+    const Problem pb = make_problem(random_case(state), 5000 + 10 * std::uint64_t(trial));
+    SCOPED_TRACE(pb.c.name());
+    const ConvDims& d = pb.d;
+    {
+      const ForwardGemm gemm{d};
+      Emulation e(pb.y.size());
+      emulate_implicit_gemm(gemm, make_gemm_grid(gemm), pb.w, pb.x, pb.bias.data(), isize(pb.y), e);
+      ASSERT_TRUE(e.clean()) << "forward";
+      ASSERT_TRUE(test::all_close(e.out, pb.y, gemm.depth())) << "forward";
+    }
+    {
+      const BackwardDataGemm gemm{d};
+      Emulation e(pb.dx.size());
+      emulate_implicit_gemm(gemm, make_gemm_grid(gemm), pb.w, pb.dy, nullptr, isize(pb.dx), e);
+      ASSERT_TRUE(e.clean()) << "backward data";
+      ASSERT_TRUE(test::all_close(e.out, pb.dx, gemm.depth())) << "backward data";
+    }
+    {
+      const BackwardFilterGemm gemm{d};
+      const int slice = isize(pb.dw);
+      for (int splits : {1, 2, 7}) {
+        const GemmGrid grid = make_gemm_grid(gemm, splits);
+        Emulation e(static_cast<std::size_t>(grid.splits) * pb.dw.size());
+        emulate_implicit_gemm(gemm, grid, pb.dy, pb.x, nullptr, slice, e);
+        ASSERT_TRUE(e.clean()) << "backward filter, splits " << splits;
+        int violations = 0;
+        const std::vector<float> dw = emulate_split_sum(e.out, grid.splits, slice, violations);
+        ASSERT_EQ(violations, 0);
+        ASSERT_TRUE(test::all_close(dw, pb.dw, gemm.depth())) << "splits " << splits;
+      }
+    }
+    int violations = 0;
+    const CheckedSrc x{pb.x.data(), isize(pb.x), &violations};
+    const CheckedSrc w{pb.w.data(), isize(pb.w), &violations};
+    const CheckedSrc dy{pb.dy.data(), isize(pb.dy), &violations};
+    std::vector<float> y(pb.y.size()), dx(pb.dx.size()), dw(pb.dw.size());
+    for (int i = 0; i < isize(y); ++i)
+      y[static_cast<std::size_t>(i)] = direct_forward(d, x, w, pb.bias.data(), i);
+    for (int i = 0; i < isize(dx); ++i)
+      dx[static_cast<std::size_t>(i)] = direct_backward_data(d, dy, w, i);
+    for (int i = 0; i < isize(dw); ++i)
+      dw[static_cast<std::size_t>(i)] = direct_backward_filter(d, x, dy, i);
+    const std::vector<float> db = emulate_bias_reduction(pb.dy, d.N, d.K, d.P * d.Q, violations);
+    ASSERT_EQ(violations, 0);
+    ASSERT_TRUE(test::all_close(y, pb.y, ForwardGemm{d}.depth())) << "direct forward";
+    ASSERT_TRUE(test::all_close(dx, pb.dx, BackwardDataGemm{d}.depth())) << "direct data";
+    ASSERT_TRUE(test::all_close(dw, pb.dw, BackwardFilterGemm{d}.depth())) << "direct filter";
+    ASSERT_TRUE(test::all_close(db, pb.db, pb.g.N * pb.g.P * pb.g.Q)) << "bias";
+  }
+}
+
 // ---------------------------------------------------------------------------
 // Variant 1 and the bias reduction, replayed.
 
@@ -588,6 +668,44 @@ TEST(CudaConv2dTiling, NearLimitOffsetsAreExact) {
   EXPECT_EQ(filter.b_offset(0, last, 2), last);
   EXPECT_EQ(filter.b_offset(0, last, 4), -1);
   EXPECT_EQ(d.x_index(0, 0, 0, last), width - 1);
+}
+
+// The largest pad and dilation check_params allows, on x and y of exactly
+// kMaxElements: x [1, 1, 1, kMaxElements], a 1x3 filter dilated by 2^16 and
+// padded by 2^16, so output q reads input q - 2^16 + 2^16 s and every
+// coordinate expression comes within 2^16 of the limit's far side.
+TEST(CudaConv2dTiling, LargestPadAndDilationStayInRange) {
+  constexpr int kBig = 1 << 16;
+  const std::int64_t width = kMaxElements;
+  const Conv2dGeometry g =
+      conv2d_geometry(Shape{1, 1, 1, width}, Shape{1, 1, 1, 3},
+                      Case{1, 1, 1, width, 1, 1, 3, 0, kBig, 1, 1, 1, kBig, 1}.params());
+  ASSERT_EQ(g.Q, width);
+  for (Conv2dOp op : {Conv2dOp::Forward, Conv2dOp::BackwardData, Conv2dOp::BackwardFilter})
+    ASSERT_EQ(index_limit_reason(op, g), "") << to_string(op);
+  const ConvDims d = make_conv_dims(g);
+  const int last = d.W - 1;
+  const ForwardGemm fwd{d};
+  EXPECT_EQ(fwd.b_offset(0, 0, last), last - kBig);
+  EXPECT_EQ(fwd.b_offset(0, 1, last), last);
+  EXPECT_EQ(fwd.b_offset(0, 2, last), -1);  // last + 2^16: past the right edge
+  EXPECT_EQ(fwd.b_offset(0, 0, kBig - 1), -1);
+  EXPECT_EQ(fwd.b_offset(0, 0, kBig), 0);
+  EXPECT_EQ(fwd.b_offset(0, 2, 0), kBig);
+  const BackwardDataGemm bwd{d};
+  EXPECT_EQ(bwd.b_offset(0, 0, last), -1);  // q = last + 2^16 is past the last output
+  EXPECT_EQ(bwd.b_offset(0, 1, last), last);
+  EXPECT_EQ(bwd.b_offset(0, 2, last), last - kBig);
+  EXPECT_EQ(bwd.b_offset(0, 2, kBig - 1), -1);  // q would be -1
+  const BackwardFilterGemm filter{d};
+  EXPECT_EQ(filter.b_offset(0, last, 0), last - kBig);
+  EXPECT_EQ(filter.b_offset(0, last, 2), -1);
+  int violations = 0;
+  const OnesSrc x{g.x_elements(), &violations}, w{g.w_elements(), &violations};
+  const OnesSrc dy{g.y_elements(), &violations};
+  EXPECT_EQ(direct_forward(d, x, w, nullptr, last), 2.0f);
+  EXPECT_EQ(direct_backward_data(d, dy, w, last), 2.0f);
+  EXPECT_EQ(violations, 0);
 }
 
 TEST(CudaConv2dTiling, DeclinesTensorsPastTheIndexLimit) {

@@ -102,6 +102,23 @@ std::vector<Problem> table() {
                                         padded ? w[0] / 2 : 0, padded ? w[1] / 2 : 0, ceil)});
         }
   out.push_back({{2, 2, 6, 5}, Pool2dParams::global(PoolMode::Max, {2, 2, 6, 5})});
+  // Random problems beyond the grid above: unequal windows, strides and pads
+  // per dimension, stride past the window, ceil mode, tiny and odd planes.
+  std::uint32_t state = 20240607u;
+  auto draw = [&](int lo, int hi) {  // reproducible everywhere, unlike <random>'s distributions
+    state = state * 1664525u + 1013904223u;
+    return lo + static_cast<int>((state >> 8) % static_cast<std::uint32_t>(hi - lo + 1));
+  };
+  for (int trial = 0; trial < 60; ++trial) {
+    const int wh = draw(1, 6), ww = draw(1, 6);
+    const int ph = draw(0, wh / 2), pw = draw(0, ww / 2);
+    const int sh = draw(1, 8), sw = draw(1, 8);
+    const bool ceil = draw(0, 1) == 1;
+    const std::int64_t N = draw(1, 2), C = draw(1, 3);
+    const std::int64_t H = std::max(draw(1, 12), wh - 2 * ph);
+    const std::int64_t W = std::max(draw(1, 12), ww - 2 * pw);
+    out.push_back({{N, C, H, W}, make_params(PoolMode::Max, wh, ww, sh, sw, ph, pw, ceil)});
+  }
   return out;
 }
 
