@@ -33,16 +33,17 @@ ColumnRange valid_columns(const Conv2dGeometry& g, std::int64_t s) {
   return {begin, end};
 }
 
-// col[(c*R + r)*S + s][(p - p0)*Q + q] = x[c, p*sh - ph + r*dh, q*sw - pw + s*dw] or 0.
+// col[(c*R + r)*S + s][(p - p0)*Q + q] = x[c, p*sh - ph + r*dh, q*sw - pw + s*dw] or 0,
+// with rows `ld` floats apart (several images can sit side by side).
 void im2col(const Conv2dGeometry& g, const float* x_group, std::int64_t p0, std::int64_t p1,
-            float* col) {
-  const std::int64_t rows = g.c_per_group() * g.R * g.S, band = (p1 - p0) * g.Q;
+            float* col, std::int64_t ld) {
+  const std::int64_t rows = g.c_per_group() * g.R * g.S;
 #pragma omp parallel for schedule(static)
   for (std::int64_t row = 0; row < rows; ++row) {
     const std::int64_t s = row % g.S, r = (row / g.S) % g.R, c = row / (g.S * g.R);
     const ColumnRange valid = valid_columns(g, s);
     const float* plane = x_group + c * g.H * g.W;
-    float* out = col + row * band;
+    float* out = col + row * ld;
     for (std::int64_t p = p0; p < p1; ++p, out += g.Q) {
       const std::int64_t h = p * g.stride_h - g.pad_h + r * g.dilation_h;
       if (h < 0 || h >= g.H) {
@@ -63,16 +64,16 @@ void im2col(const Conv2dGeometry& g, const float* x_group, std::int64_t p0, std:
 
 // The adjoint of im2col: dx[c, h, w] += col[...]. Threads own whole channels,
 // so no two threads add into one element and the sum order is fixed.
-void col2im_add(const Conv2dGeometry& g, const float* col, std::int64_t p0, std::int64_t p1,
-                float* dx_group) {
-  const std::int64_t Cg = g.c_per_group(), band = (p1 - p0) * g.Q;
+void col2im_add(const Conv2dGeometry& g, const float* col, std::int64_t ld, std::int64_t p0,
+                std::int64_t p1, float* dx_group) {
+  const std::int64_t Cg = g.c_per_group();
 #pragma omp parallel for schedule(static)
   for (std::int64_t c = 0; c < Cg; ++c) {
     float* plane = dx_group + c * g.H * g.W;
     for (std::int64_t r = 0; r < g.R; ++r)
       for (std::int64_t s = 0; s < g.S; ++s) {
         const ColumnRange valid = valid_columns(g, s);
-        const float* in = col + ((c * g.R + r) * g.S + s) * band;
+        const float* in = col + ((c * g.R + r) * g.S + s) * ld;
         for (std::int64_t p = p0; p < p1; ++p, in += g.Q) {
           const std::int64_t h = p * g.stride_h - g.pad_h + r * g.dilation_h;
           if (h < 0 || h >= g.H) continue;
@@ -199,25 +200,29 @@ public:
     if (is_depthwise(g)) return depthwise_forward(g, x, w, bias, y);
     const std::int64_t Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S;
     const std::int64_t PQ = g.P * g.Q;
-    const std::int64_t band_p = g.is_pointwise() ? g.P : band_rows(ctx, g);
-    float* col = g.is_pointwise() ? nullptr : workspace(ctx, g, band_p);
-    for (std::int64_t n = 0; n < g.N; ++n)
-      for (std::int64_t group = 0; group < g.groups; ++group) {
-        const float* x_group = x + (n * g.C + group * Cg) * g.H * g.W;
-        const float* w_group = w + group * Kg * crs;
-        float* y_group = y + (n * g.K + group * Kg) * PQ;
-        for (std::int64_t p0 = 0; p0 < g.P; p0 += band_p) {
-          const std::int64_t p1 = std::min(g.P, p0 + band_p), cols = (p1 - p0) * g.Q;
-          const float* b = x_group;
-          if (col != nullptr) {
-            im2col(g, x_group, p0, p1, col);
-            b = col;
+    if (const std::int64_t images = images_per_gemm(ctx, g); images > 1) {
+      forward_batched(ctx, g, images, x, w, y);
+    } else {
+      const std::int64_t band_p = g.is_pointwise() ? g.P : band_rows(ctx, g);
+      float* col = g.is_pointwise() ? nullptr : workspace(ctx, g, band_p);
+      for (std::int64_t n = 0; n < g.N; ++n)
+        for (std::int64_t group = 0; group < g.groups; ++group) {
+          const float* x_group = x + (n * g.C + group * Cg) * g.H * g.W;
+          const float* w_group = w + group * Kg * crs;
+          float* y_group = y + (n * g.K + group * Kg) * PQ;
+          for (std::int64_t p0 = 0; p0 < g.P; p0 += band_p) {
+            const std::int64_t p1 = std::min(g.P, p0 + band_p), cols = (p1 - p0) * g.Q;
+            const float* b = x_group;
+            if (col != nullptr) {
+              im2col(g, x_group, p0, p1, col, cols);
+              b = col;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blas_int(Kg), blas_int(cols),
+                        blas_int(crs), 1.0f, w_group, blas_int(crs), b, blas_int(cols), 0.0f,
+                        y_group + p0 * g.Q, blas_int(PQ));
           }
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blas_int(Kg), blas_int(cols),
-                      blas_int(crs), 1.0f, w_group, blas_int(crs), b, blas_int(cols), 0.0f,
-                      y_group + p0 * g.Q, blas_int(PQ));
         }
-      }
+    }
     if (bias != nullptr) {
 #pragma omp parallel for collapse(2) schedule(static)
       for (std::int64_t n = 0; n < g.N; ++n)
@@ -234,6 +239,8 @@ public:
     if (is_depthwise(g)) return depthwise_backward_data(g, dy, w, dx);
     const std::int64_t Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S;
     const std::int64_t PQ = g.P * g.Q;
+    if (const std::int64_t images = images_per_gemm(ctx, g); images > 1)
+      return backward_data_batched(ctx, g, images, dy, w, dx);
     if (g.is_pointwise()) {
       for (std::int64_t n = 0; n < g.N; ++n)
         for (std::int64_t group = 0; group < g.groups; ++group)
@@ -255,7 +262,7 @@ public:
           cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas_int(crs), blas_int(cols),
                       blas_int(Kg), 1.0f, w + group * Kg * crs, blas_int(crs), dy_group + p0 * g.Q,
                       blas_int(PQ), 0.0f, col, blas_int(cols));
-          col2im_add(g, col, p0, p1, dx_group);
+          col2im_add(g, col, cols, p0, p1, dx_group);
         }
       }
   }
@@ -277,7 +284,7 @@ public:
           const std::int64_t p1 = std::min(g.P, p0 + band_p), cols = (p1 - p0) * g.Q;
           const float* b = x_group;
           if (col != nullptr) {
-            im2col(g, x_group, p0, p1, col);
+            im2col(g, x_group, p0, p1, col, cols);
             b = col;
           }
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blas_int(Kg), blas_int(crs),
@@ -306,6 +313,78 @@ public:
   }
 
 private:
+  // A GEMM over one image of a small output (ResNet's 7x7 stage: 49
+  // columns) runs at under half the speed of a wide one, so such images are
+  // unfolded side by side into one GEMM of at least kWideColumns columns.
+  static constexpr std::int64_t kWideColumns = 512;
+
+  // Images per GEMM: 1 when one image is wide enough (or two do not fit the
+  // workspace limit), else enough to reach kWideColumns.
+  static std::int64_t images_per_gemm(const Context& ctx, const Conv2dGeometry& g) {
+    const std::int64_t PQ = g.P * g.Q;
+    if (PQ >= kWideColumns || g.N == 1) return 1;
+    const std::int64_t wanted = std::min(g.N, (kWideColumns + PQ - 1) / PQ);
+    const std::int64_t per_image = (g.c_per_group() * g.R * g.S + g.k_per_group()) * PQ *
+                                   static_cast<std::int64_t>(sizeof(float));
+    const auto limit = static_cast<std::int64_t>(ctx.options().workspace_limit_bytes);
+    return std::min(wanted, limit / per_image);
+  }
+
+  // Y[k, (b, pq)] = W[k, crs] * col[crs, (b, pq)] for `images` images at a
+  // time, then each image's rows are copied to their place in y.
+  static void forward_batched(Context& ctx, const Conv2dGeometry& g, std::int64_t images,
+                              const float* x, const float* w, float* y) {
+    const std::int64_t Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S;
+    const std::int64_t PQ = g.P * g.Q;
+    float* col = batched_workspace(ctx, g, images);
+    float* out = col + crs * images * PQ;
+    for (std::int64_t group = 0; group < g.groups; ++group)
+      for (std::int64_t n0 = 0; n0 < g.N; n0 += images) {
+        const std::int64_t count = std::min(images, g.N - n0), ld = count * PQ;
+        for (std::int64_t b = 0; b < count; ++b)
+          im2col(g, x + ((n0 + b) * g.C + group * Cg) * g.H * g.W, 0, g.P, col + b * PQ, ld);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blas_int(Kg), blas_int(ld),
+                    blas_int(crs), 1.0f, w + group * Kg * crs, blas_int(crs), col, blas_int(ld),
+                    0.0f, out, blas_int(ld));
+#pragma omp parallel for collapse(2) schedule(static)
+        for (std::int64_t b = 0; b < count; ++b)
+          for (std::int64_t k = 0; k < Kg; ++k)
+            std::memcpy(y + ((n0 + b) * g.K + group * Kg + k) * PQ, out + k * ld + b * PQ,
+                        PQ * sizeof(float));
+      }
+  }
+
+  // col[crs, (b, pq)] = W^T[crs, k] * dY[k, (b, pq)], dY's rows gathered from
+  // `images` images, then col2im per image.
+  static void backward_data_batched(Context& ctx, const Conv2dGeometry& g, std::int64_t images,
+                                    const float* dy, const float* w, float* dx) {
+    const std::int64_t Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S;
+    const std::int64_t PQ = g.P * g.Q;
+    float* col = batched_workspace(ctx, g, images);
+    float* grad = col + crs * images * PQ;
+    std::fill_n(dx, g.x_elements(), 0.0f);
+    for (std::int64_t group = 0; group < g.groups; ++group)
+      for (std::int64_t n0 = 0; n0 < g.N; n0 += images) {
+        const std::int64_t count = std::min(images, g.N - n0), ld = count * PQ;
+#pragma omp parallel for collapse(2) schedule(static)
+        for (std::int64_t b = 0; b < count; ++b)
+          for (std::int64_t k = 0; k < Kg; ++k)
+            std::memcpy(grad + k * ld + b * PQ, dy + ((n0 + b) * g.K + group * Kg + k) * PQ,
+                        PQ * sizeof(float));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, blas_int(crs), blas_int(ld),
+                    blas_int(Kg), 1.0f, w + group * Kg * crs, blas_int(crs), grad, blas_int(ld),
+                    0.0f, col, blas_int(ld));
+        for (std::int64_t b = 0; b < count; ++b)
+          col2im_add(g, col + b * PQ, ld, 0, g.P, dx + ((n0 + b) * g.C + group * Cg) * g.H * g.W);
+      }
+  }
+
+  static float* batched_workspace(Context& ctx, const Conv2dGeometry& g, std::int64_t images) {
+    const auto floats = (g.c_per_group() * g.R * g.S + g.k_per_group()) * images * g.P * g.Q;
+    return static_cast<float*>(
+        ctx.impl().workspace(static_cast<std::size_t>(floats) * sizeof(float)));
+  }
+
   // Output rows per band so that the col buffer fits the workspace limit.
   static std::int64_t band_rows(const Context& ctx, const Conv2dGeometry& g) {
     const std::int64_t row_bytes =
