@@ -96,28 +96,29 @@ bool is_depthwise(const Conv2dGeometry& g) { return g.c_per_group() == 1; }
 // row of x scaled by one weight; the valid column range is computed once per tap.
 void depthwise_forward(const Conv2dGeometry& g, const float* x, const float* w, const float* bias,
                        float* y) {
-  const std::int64_t Kg = g.k_per_group(), PQ = g.P * g.Q;
-#pragma omp parallel for collapse(2) schedule(static)
+  const std::int64_t Kg = g.k_per_group();
+  // Output rows are independent, so a single photograph (N = 1, one
+  // channel) still spreads over every thread.
+#pragma omp parallel for collapse(3) schedule(static)
   for (std::int64_t n = 0; n < g.N; ++n)
-    for (std::int64_t k = 0; k < g.K; ++k) {
-      const float* plane = x + (n * g.C + k / Kg) * g.H * g.W;
-      const float* taps = w + k * g.R * g.S;
-      float* out = y + (n * g.K + k) * PQ;
-      std::fill_n(out, PQ, bias ? bias[k] : 0.0f);
-      for (std::int64_t s = 0; s < g.S; ++s) {
-        const ColumnRange valid = valid_columns(g, s);
-        for (std::int64_t p = 0; p < g.P; ++p)
-          for (std::int64_t r = 0; r < g.R; ++r) {
-            const std::int64_t h = p * g.stride_h - g.pad_h + r * g.dilation_h;
-            if (h < 0 || h >= g.H) continue;
+    for (std::int64_t k = 0; k < g.K; ++k)
+      for (std::int64_t p = 0; p < g.P; ++p) {
+        const float* plane = x + (n * g.C + k / Kg) * g.H * g.W;
+        const float* taps = w + k * g.R * g.S;
+        float* row = y + ((n * g.K + k) * g.P + p) * g.Q;
+        std::fill_n(row, g.Q, bias ? bias[k] : 0.0f);
+        for (std::int64_t r = 0; r < g.R; ++r) {
+          const std::int64_t h = p * g.stride_h - g.pad_h + r * g.dilation_h;
+          if (h < 0 || h >= g.H) continue;
+          for (std::int64_t s = 0; s < g.S; ++s) {
+            const ColumnRange valid = valid_columns(g, s);
             const float tap = taps[r * g.S + s];
             const float* in = plane + h * g.W + s * g.dilation_w - g.pad_w;
-            float* row = out + p * g.Q;
             for (std::int64_t q = valid.begin; q < valid.end; ++q)
               row[q] += tap * in[q * g.stride_w];
           }
+        }
       }
-    }
 }
 
 // dx[n,c] = sum over the Kg outputs of group c of w[k] scattered back.
