@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Builds dlrt here, with the CUDA engines for the lent GPU machines
-# (sm_90: H100 and H200), and packs what tools/gpu-suite.sh needs to run
-# there without building: the test, benchmark and demo binaries, libdlrt.so,
-# and every shared library they load that is not part of the C library or of
-# CUDA (OpenBLAS, libgfortran, libgomp, libstdc++, libpng, ...), since that
-# machine has the CUDA toolkit but none of the Debian packages.
+# Builds dlrt here, with the CUDA engines for Hopper GPUs (sm_90: H100 and
+# H200) by default, and packs what tools/gpu-suite.sh needs to run on a GPU
+# machine without building: the test, benchmark and demo binaries,
+# libdlrt.so, and every shared library they load that is not part of the C
+# library or of CUDA (OpenBLAS, libgfortran, libgomp, libstdc++, libpng,
+# ...), for machines that have the CUDA toolkit but none of the Debian
+# packages.
 #
 #   tools/gpu-bundle.sh [ARCH]      (default 90)
 #
-# Writes .gpu-bundle/dlrt-gpu-bundle.tar.xz (ignored by git). Carry the
+# Writes .gpu-bundle/dlrt-gpu-bundle.tar.xz (ignored by git). Copy the
 # .gpu-bundle folder to the GPU machine and run tools/gpu-suite.sh there: it
 # finds the bundle and uses it instead of building.
 set -euo pipefail
