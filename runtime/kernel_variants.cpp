@@ -6,37 +6,63 @@
 #include <cstdlib>
 #include <string>
 
-#include "dlrt/error.hpp"
 #include "kernels/cuda/conv2d_variants.hpp"
+#include "kernels/cuda/pool2d_variants.hpp"
 #include "runtime/log.hpp"
+#include "runtime/validate.hpp"
 
 namespace dlrt::detail {
-
 namespace {
 
-std::atomic<int>& variant_setting() {
-  static std::atomic<int> setting{[] {
-    const char* text = std::getenv("DLRT_CUDA_CONV2D_VARIANT");
-    const int variant = parse_cuda_conv2d_variant(text);
+// One process-wide choice: seeded once from an environment variable (an
+// invalid value is logged and ignored), then overridden by its setter.
+class VariantSetting {
+public:
+  VariantSetting(const char* setter, const char* variable, int highest)
+      : setter_(setter), highest_(highest), value_(from_environment(variable, highest)) {}
+
+  int get() const { return value_.load(); }
+  void set(int variant) {
+    if (variant < 0 || variant > highest_)
+      invalid_argument(setter_, "variant", variant,
+                       "must be 0 (the engine's own choice) or a variant in [1, " +
+                           std::to_string(highest_) + "]");
+    value_.store(variant);
+  }
+
+private:
+  static int from_environment(const char* variable, int highest) {
+    const char* text = std::getenv(variable);
+    const int variant = parse_kernel_variant(text, highest);
     if (variant >= 0) return variant;
-    log(LogLevel::Warn, "DLRT_CUDA_CONV2D_VARIANT=\"", text, "\" is not one of 0 (auto), 1, ",
-        kCudaConv2dVariants, "; using auto");
+    log(LogLevel::Warn, variable, "=\"", text, "\" is not a variant in [0, ", highest,
+        "]; the engine chooses");
     return 0;
-  }()};
+  }
+
+  const char* setter_;
+  int highest_;
+  std::atomic<int> value_;
+};
+
+VariantSetting& conv2d_setting() {
+  static VariantSetting setting("set_cuda_conv2d_variant", "DLRT_CUDA_CONV2D_VARIANT",
+                                kCudaConv2dVariants);
+  return setting;
+}
+
+VariantSetting& pool2d_backward_setting() {
+  static VariantSetting setting("set_cuda_pool2d_backward_variant",
+                                "DLRT_CUDA_POOL2D_BACKWARD_VARIANT", kCudaPool2dBackwardVariants);
   return setting;
 }
 
 }  // namespace
 
-void set_cuda_conv2d_variant(int variant) {
-  if (variant < 0 || variant > kCudaConv2dVariants)
-    throw Error(Error::Kind::InvalidArgument, "set_cuda_conv2d_variant: variant " +
-                                                  std::to_string(variant) +
-                                                  " must be 0 (auto) or a variant in [1, " +
-                                                  std::to_string(kCudaConv2dVariants) + "]");
-  variant_setting().store(variant);
-}
+void set_cuda_conv2d_variant(int variant) { conv2d_setting().set(variant); }
+int cuda_conv2d_variant() { return conv2d_setting().get(); }
 
-int cuda_conv2d_variant() { return variant_setting().load(); }
+void set_cuda_pool2d_backward_variant(int variant) { pool2d_backward_setting().set(variant); }
+int cuda_pool2d_backward_variant() { return pool2d_backward_setting().get(); }
 
 }  // namespace dlrt::detail

@@ -1,13 +1,9 @@
 // The public pooling entry points: validate everything, then dispatch.
-#include <atomic>
 #include <climits>
 #include <cstdint>
-#include <cstdlib>
 #include <string>
 
 #include "dlrt/pool.hpp"
-#include "kernels/cuda/pool2d_variants.hpp"
-#include "runtime/log.hpp"
 #include "runtime/pool2d_engine.hpp"
 #include "runtime/validate.hpp"
 
@@ -96,31 +92,6 @@ std::int64_t pool2d_output_extent(std::int64_t input, int window, int stride, in
   if ((extent - 1) * stride >= input + pad) --extent;
   return extent;
 }
-
-// Kept here, in a file every build compiles, so tests and benchmarks can set
-// the Cuda engine's variant whether or not the library has CUDA.
-namespace {
-std::atomic<int>& backward_variant_setting() {
-  static std::atomic<int> setting{[] {
-    const char* text = std::getenv("DLRT_CUDA_POOL2D_BACKWARD_VARIANT");
-    const int variant = parse_cuda_pool2d_backward_variant(text);
-    if (variant >= 0) return variant;
-    log(LogLevel::Warn, "DLRT_CUDA_POOL2D_BACKWARD_VARIANT=\"", text,
-        "\" is not one of 0 (default), 1 (gather), 2 (atomic scatter); using the default");
-    return 0;
-  }()};
-  return setting;
-}
-}  // namespace
-
-void set_cuda_pool2d_backward_variant(int variant) {
-  if (variant < 0 || variant > kCudaPool2dBackwardVariants)
-    invalid_argument("set_cuda_pool2d_backward_variant", "variant", variant,
-                     "must be 0 (the default), 1 (gather) or 2 (atomic scatter)");
-  backward_variant_setting().store(variant);
-}
-
-int cuda_pool2d_backward_variant() { return backward_variant_setting().load(); }
 
 Pool2dGeometry pool2d_geometry(const Shape& x, const Pool2dParams& p) {
   Pool2dGeometry g;

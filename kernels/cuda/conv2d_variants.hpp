@@ -9,6 +9,8 @@
 // are defined in runtime/kernel_variants.cpp, which every build compiles.
 #pragma once
 
+#include "kernels/cuda/kernel_variant.hpp"
+
 namespace dlrt::detail {
 
 inline constexpr int kCudaConv2dVariants = 2;
@@ -17,12 +19,9 @@ inline constexpr int kCudaConv2dVariants = 2;
 void set_cuda_conv2d_variant(int variant);
 int cuda_conv2d_variant();
 
-// The variant an environment value asks for: 0 for null or empty, -1 for
-// anything but a single digit in [0, kCudaConv2dVariants].
+// The variant an environment value asks for (see parse_kernel_variant).
 inline int parse_cuda_conv2d_variant(const char* text) {
-  if (text == nullptr || text[0] == '\0') return 0;
-  if (text[1] != '\0' || text[0] < '0' || text[0] > '0' + kCudaConv2dVariants) return -1;
-  return text[0] - '0';
+  return parse_kernel_variant(text, kCudaConv2dVariants);
 }
 
 }  // namespace dlrt::detail

@@ -8,8 +8,10 @@
 // starting value (read once, on first use; an invalid value is logged and
 // ignored); set_cuda_pool2d_backward_variant overrides it for the rest of the
 // process. Plain C++: no CUDA types, so host-only code can include it; the
-// setting lives in runtime/pool2d.cpp, which every build compiles.
+// setting lives in runtime/kernel_variants.cpp, which every build compiles.
 #pragma once
+
+#include "kernels/cuda/kernel_variant.hpp"
 
 namespace dlrt::detail {
 
@@ -19,12 +21,9 @@ inline constexpr int kCudaPool2dBackwardVariants = 2;
 void set_cuda_pool2d_backward_variant(int variant);
 int cuda_pool2d_backward_variant();
 
-// The variant an environment value asks for: 0 for null or empty, -1 for
-// anything but a single digit in [0, kCudaPool2dBackwardVariants].
+// The variant an environment value asks for (see parse_kernel_variant).
 inline int parse_cuda_pool2d_backward_variant(const char* text) {
-  if (text == nullptr || text[0] == '\0') return 0;
-  if (text[1] != '\0' || text[0] < '0' || text[0] > '0' + kCudaPool2dBackwardVariants) return -1;
-  return text[0] - '0';
+  return parse_kernel_variant(text, kCudaPool2dBackwardVariants);
 }
 
 }  // namespace dlrt::detail

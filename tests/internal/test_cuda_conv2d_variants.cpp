@@ -68,7 +68,7 @@ INSTANTIATE_TEST_SUITE_P(Forced, CudaConv2dVariants,
 
 TEST(CudaConv2dVariantSetting, RejectsUnknownVariants) {
   EXPECT_TRUE(test::throws_error([] { detail::set_cuda_conv2d_variant(7); },
-                                 Error::Kind::InvalidArgument, {"variant 7"}));
+                                 Error::Kind::InvalidArgument, {"'variant'", "7"}));
   detail::set_cuda_conv2d_variant(2);
   EXPECT_EQ(detail::cuda_conv2d_variant(), 2);
   detail::set_cuda_conv2d_variant(0);
