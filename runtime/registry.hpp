@@ -74,40 +74,55 @@ std::span<const Engine> auto_preference(Device::Kind kind);
 std::string engine_unavailable_reason(Engine engine, bool registered, Device::Kind engine_kind,
                                       Device device);
 
+// The engine chosen for one problem, with its implementation (null when
+// none can run it).
+template <class Family>
+struct Resolution {
+  EngineQuery answer;
+  const Family* impl = nullptr;
+};
+
 // Resolves `requested` for one problem. `supports(const Family&)` returns
 // a Support. Never throws for an unsupported engine: the answer says why.
 template <class Family, class SupportsFn>
-EngineQuery query_engine(Device device, Engine requested, SupportsFn&& supports) {
-  auto try_one = [&](Engine engine) -> EngineQuery {
+Resolution<Family> resolve_engine(Device device, Engine requested, SupportsFn&& supports) {
+  auto try_one = [&](Engine engine) -> Resolution<Family> {
     const Family* impl = Registry<Family>::instance().find(engine);
     std::string why = engine_unavailable_reason(engine, impl != nullptr,
                                                 impl ? impl->device_kind() : device.kind, device);
-    if (!why.empty()) return {false, engine, why};
+    if (!why.empty()) return {{false, engine, why}, nullptr};
     Support support = supports(*impl);
-    return {support.ok, engine, support.reason};
+    return {{support.ok, engine, support.reason}, support.ok ? impl : nullptr};
   };
   if (requested != Engine::Auto) return try_one(requested);
 
   std::string declined;
   for (Engine engine : auto_preference(device.kind)) {
-    EngineQuery answer = try_one(engine);
-    if (answer.supported) {
-      answer.reason = declined.empty() ? "first choice" : "after " + declined;
-      return answer;
+    Resolution<Family> choice = try_one(engine);
+    if (choice.answer.supported) {
+      choice.answer.reason = declined.empty() ? "first choice" : "after " + declined;
+      return choice;
     }
     if (!declined.empty()) declined += "; ";
-    declined += std::string(to_string(engine)) + " declined: " + answer.reason;
+    declined += std::string(to_string(engine)) + " declined: " + choice.answer.reason;
   }
-  return {false, Engine::Auto, "no engine supports this problem (" + declined + ")"};
+  return {{false, Engine::Auto, "no engine supports this problem (" + declined + ")"}, nullptr};
 }
 
-// query_engine, then the implementation to run; throws Error(Unsupported)
+template <class Family, class SupportsFn>
+EngineQuery query_engine(Device device, Engine requested, SupportsFn&& supports) {
+  return resolve_engine<Family>(device, requested, std::forward<SupportsFn>(supports)).answer;
+}
+
+// resolve_engine, then the implementation to run; throws Error(Unsupported)
 // with the reason when there is none. Logs the choice at debug level.
 template <class Family, class SupportsFn>
 const Family& select_engine(const char* op, Device device, Engine requested,
                             SupportsFn&& supports) {
-  EngineQuery answer = query_engine<Family>(device, requested, std::forward<SupportsFn>(supports));
-  if (!answer.supported) {
+  const Resolution<Family> choice =
+      resolve_engine<Family>(device, requested, std::forward<SupportsFn>(supports));
+  const EngineQuery& answer = choice.answer;
+  if (choice.impl == nullptr) {
     std::string who =
         requested == Engine::Auto ? "Engine::Auto" : "engine " + std::string(to_string(requested));
     throw Error(Error::Kind::Unsupported, std::string(op) + ": " + who +
@@ -116,7 +131,7 @@ const Family& select_engine(const char* op, Device device, Engine requested,
   }
   log(LogLevel::Debug, op, ": engine=", to_string(answer.engine), " device=", to_string(device),
       requested == Engine::Auto ? " (auto: " + answer.reason + ")" : std::string(" (requested)"));
-  return *Registry<Family>::instance().find(answer.engine);
+  return *choice.impl;
 }
 
 }  // namespace dlrt::detail

@@ -62,6 +62,15 @@ void im2col(const Conv2dGeometry& g, const float* x_group, std::int64_t p0, std:
   }
 }
 
+// The GEMM operand for output rows [p0, p1): x itself for a pointwise
+// convolution (no col buffer), else x unfolded into col.
+const float* unfold_band(const Conv2dGeometry& g, const float* x_group, std::int64_t p0,
+                         std::int64_t p1, float* col) {
+  if (col == nullptr) return x_group;
+  im2col(g, x_group, p0, p1, col, (p1 - p0) * g.Q);
+  return col;
+}
+
 // The adjoint of im2col: dx[c, h, w] += col[...]. Threads own whole channels,
 // so no two threads add into one element and the sum order is fixed.
 void col2im_add(const Conv2dGeometry& g, const float* col, std::int64_t ld, std::int64_t p0,
@@ -213,11 +222,7 @@ public:
           float* y_group = y + (n * g.K + group * Kg) * PQ;
           for (std::int64_t p0 = 0; p0 < g.P; p0 += band_p) {
             const std::int64_t p1 = std::min(g.P, p0 + band_p), cols = (p1 - p0) * g.Q;
-            const float* b = x_group;
-            if (col != nullptr) {
-              im2col(g, x_group, p0, p1, col, cols);
-              b = col;
-            }
+            const float* b = unfold_band(g, x_group, p0, p1, col);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, blas_int(Kg), blas_int(cols),
                         blas_int(crs), 1.0f, w_group, blas_int(crs), b, blas_int(cols), 0.0f,
                         y_group + p0 * g.Q, blas_int(PQ));
@@ -283,11 +288,7 @@ public:
         const float* dy_group = dy + (n * g.K + group * Kg) * PQ;
         for (std::int64_t p0 = 0; p0 < g.P; p0 += band_p) {
           const std::int64_t p1 = std::min(g.P, p0 + band_p), cols = (p1 - p0) * g.Q;
-          const float* b = x_group;
-          if (col != nullptr) {
-            im2col(g, x_group, p0, p1, col, cols);
-            b = col;
-          }
+          const float* b = unfold_band(g, x_group, p0, p1, col);
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, blas_int(Kg), blas_int(crs),
                       blas_int(cols), 1.0f, dy_group + p0 * g.Q, blas_int(PQ), b, blas_int(cols),
                       beta, dw_group, blas_int(crs));
