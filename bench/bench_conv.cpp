@@ -40,28 +40,12 @@ const char* op_name(Conv2dOp op) {
   return "?";
 }
 
-std::string pair(std::int64_t a, std::int64_t b) {
-  std::string s = std::to_string(a);
-  if (a != b) {
-    s += 'x';
-    s += std::to_string(b);
-  }
-  return s;
-}
-
 // "n8_c64_h56_w56_k128_f3x3_p1_s2": batch, channels, input size, filters,
 // filter size (R x S), padding and stride (h x w when they differ).
 std::string label_of(const Shape& x, const Shape& w, const dlrt::Conv2dParams& p) {
   // Appended piece by piece: "literal" + std::string&& trips a false
   // -Wrestrict in GCC 12 at -O3.
-  std::string s = "n";
-  s += std::to_string(x[0]);
-  s += "_c";
-  s += std::to_string(x[1]);
-  s += "_h";
-  s += std::to_string(x[2]);
-  s += "_w";
-  s += std::to_string(x[3]);
+  std::string s = dlrt_bench::input_label(x);
   s += "_k";
   s += std::to_string(w[0]);
   s += "_f";
@@ -69,12 +53,12 @@ std::string label_of(const Shape& x, const Shape& w, const dlrt::Conv2dParams& p
   s += "x";
   s += std::to_string(w[3]);
   s += "_p";
-  s += pair(p.pad_h, p.pad_w);
+  s += dlrt_bench::pair_label(p.pad_h, p.pad_w);
   s += "_s";
-  s += pair(p.stride_h, p.stride_w);
+  s += dlrt_bench::pair_label(p.stride_h, p.stride_w);
   if (p.dilation_h != 1 || p.dilation_w != 1) {
     s += "_d";
-    s += pair(p.dilation_h, p.dilation_w);
+    s += dlrt_bench::pair_label(p.dilation_h, p.dilation_w);
   }
   if (p.groups != 1) {
     s += "_g";
@@ -232,17 +216,7 @@ void register_cases(const std::vector<ConvCase>& cases) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int exit_code = 0;
-  if (!dlrt_bench::initialize(&argc, &argv, Family::Conv, &exit_code)) return exit_code;
-  try {
-    std::vector<dlrt_bench::Table> tables = dlrt_bench::load_tables(Family::Conv);
-    register_cases(load_cases(tables));
-    dlrt_bench::add_context(Family::Conv, tables);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dlrt_bench_conv: %s\n", e.what());
-    return 2;
-  }
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return dlrt_bench::run_benchmarks(
+      argc, argv, Family::Conv, "dlrt_bench_conv",
+      [](const std::vector<dlrt_bench::Table>& tables) { register_cases(load_cases(tables)); });
 }

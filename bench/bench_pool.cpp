@@ -40,36 +40,20 @@ const char* mode_name(PoolMode mode) {
   return "?";
 }
 
-std::string pair(std::int64_t a, std::int64_t b) {
-  std::string s = std::to_string(a);
-  if (a != b) {
-    s += 'x';
-    s += std::to_string(b);
-  }
-  return s;
-}
-
 // "n32_c64_h112_w112_k3x3_s2_p1": batch, channels, input size, window,
 // stride and padding (h x w when they differ), "_ceil" for ceil mode.
 std::string label_of(const Shape& x, const dlrt::Pool2dParams& p) {
   // Appended piece by piece: "literal" + std::string&& trips a false
   // -Wrestrict in GCC 12 at -O3.
-  std::string s = "n";
-  s += std::to_string(x[0]);
-  s += "_c";
-  s += std::to_string(x[1]);
-  s += "_h";
-  s += std::to_string(x[2]);
-  s += "_w";
-  s += std::to_string(x[3]);
+  std::string s = dlrt_bench::input_label(x);
   s += "_k";
   s += std::to_string(p.window_h);
   s += "x";
   s += std::to_string(p.window_w);
   s += "_s";
-  s += pair(p.stride_h, p.stride_w);
+  s += dlrt_bench::pair_label(p.stride_h, p.stride_w);
   s += "_p";
-  s += pair(p.pad_h, p.pad_w);
+  s += dlrt_bench::pair_label(p.pad_h, p.pad_w);
   if (p.ceil_mode) s += "_ceil";
   return s;
 }
@@ -232,17 +216,7 @@ void register_cases(const std::vector<PoolCase>& cases) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  int exit_code = 0;
-  if (!dlrt_bench::initialize(&argc, &argv, Family::Pool, &exit_code)) return exit_code;
-  try {
-    std::vector<dlrt_bench::Table> tables = dlrt_bench::load_tables(Family::Pool);
-    register_cases(load_cases(tables));
-    dlrt_bench::add_context(Family::Pool, tables);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "dlrt_bench_pool: %s\n", e.what());
-    return 2;
-  }
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return dlrt_bench::run_benchmarks(
+      argc, argv, Family::Pool, "dlrt_bench_pool",
+      [](const std::vector<dlrt_bench::Table>& tables) { register_cases(load_cases(tables)); });
 }

@@ -671,4 +671,44 @@ void add_context(Family family, const std::vector<Table>& tables) {
                         " MB, cpu <= " + fixed(o.cpu_max_mb, 0) + " MB");
 }
 
+std::string pair_label(std::int64_t a, std::int64_t b) {
+  std::string s = std::to_string(a);
+  if (a != b) {
+    s += 'x';
+    s += std::to_string(b);
+  }
+  return s;
+}
+
+std::string input_label(const dlrt::Shape& x) {
+  // Appended piece by piece: "literal" + std::string&& trips a false
+  // -Wrestrict in GCC 12 at -O3.
+  std::string s = "n";
+  s += std::to_string(x[0]);
+  s += "_c";
+  s += std::to_string(x[1]);
+  s += "_h";
+  s += std::to_string(x[2]);
+  s += "_w";
+  s += std::to_string(x[3]);
+  return s;
+}
+
+int run_benchmarks(int argc, char** argv, Family family, const char* program,
+                   const std::function<void(const std::vector<Table>&)>& register_cases) {
+  int exit_code = 0;
+  if (!initialize(&argc, &argv, family, &exit_code)) return exit_code;
+  try {
+    const std::vector<Table> tables = load_tables(family);
+    register_cases(tables);
+    add_context(family, tables);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return 2;
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
+
 }  // namespace dlrt_bench

@@ -46,6 +46,11 @@ const Options& options();
 // should exit now with *exit_code (help printed, or a bad option).
 bool initialize(int* argc, char*** argv, Family family, int* exit_code);
 
+// Pieces of case names: "A" when a == b, else "AxB"; and an NCHW input as
+// "n8_c64_h56_w56".
+std::string pair_label(std::int64_t a, std::int64_t b);
+std::string input_label(const dlrt::Shape& x);
+
 // ---- shape tables -------------------------------------------------------
 
 struct CsvRow {
@@ -111,5 +116,10 @@ std::string cap_reason(Family family, dlrt::Engine engine, double work);
 
 // Records device, versions, peaks and threads with benchmark::AddCustomContext.
 void add_context(Family family, const std::vector<Table>& tables);
+
+// The whole main() of a benchmark binary: options, tables, registration of
+// the cases, context, run. Returns the process's exit status.
+int run_benchmarks(int argc, char** argv, Family family, const char* program,
+                   const std::function<void(const std::vector<Table>&)>& register_cases);
 
 }  // namespace dlrt_bench
