@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "dlrt/error.hpp"
+#include "kernels/cudnn/tensor_descriptor.hpp"
 #include "runtime/context_impl.hpp"
 #include "runtime/conv2d_engine.hpp"
 #include "runtime/cuda_check.hpp"
@@ -55,27 +56,6 @@ constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
 int to_int(std::int64_t value) { return static_cast<int>(value); }
 
 // ------------------------------------------------------------ descriptors
-
-class TensorDescriptor {
-public:
-  TensorDescriptor() { DLRT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&desc_)); }
-  ~TensorDescriptor() {
-    // A destructor cannot report a failure; destroying a valid descriptor does not fail.
-    static_cast<void>(cudnnDestroyTensorDescriptor(desc_));
-  }
-  TensorDescriptor(const TensorDescriptor&) = delete;
-  TensorDescriptor& operator=(const TensorDescriptor&) = delete;
-
-  // A dense NCHW f32 tensor.
-  void set(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
-    DLRT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(desc_, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                                to_int(n), to_int(c), to_int(h), to_int(w)));
-  }
-  cudnnTensorDescriptor_t get() const { return desc_; }
-
-private:
-  cudnnTensorDescriptor_t desc_ = nullptr;
-};
 
 class FilterDescriptor {
 public:

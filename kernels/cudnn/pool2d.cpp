@@ -17,6 +17,7 @@
 #include <string>
 
 #include "dlrt/error.hpp"
+#include "kernels/cudnn/tensor_descriptor.hpp"
 #include "runtime/cuda_check.hpp"
 #include "runtime/cuda_handles.hpp"
 #include "runtime/gpu.hpp"
@@ -30,24 +31,10 @@
 namespace dlrt::detail {
 namespace {
 
-struct TensorDescDeleter {
-  void operator()(cudnnTensorStruct* d) const { cudnnDestroyTensorDescriptor(d); }
-};
 struct PoolingDescDeleter {
   void operator()(cudnnPoolingStruct* d) const { cudnnDestroyPoolingDescriptor(d); }
 };
-using TensorDesc = std::unique_ptr<cudnnTensorStruct, TensorDescDeleter>;
 using PoolingDesc = std::unique_ptr<cudnnPoolingStruct, PoolingDescDeleter>;
-
-TensorDesc tensor_desc(std::int64_t n, std::int64_t c, std::int64_t h, std::int64_t w) {
-  cudnnTensorDescriptor_t raw = nullptr;
-  DLRT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&raw));
-  TensorDesc desc(raw);
-  DLRT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(raw, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT,
-                                              static_cast<int>(n), static_cast<int>(c),
-                                              static_cast<int>(h), static_cast<int>(w)));
-  return desc;
-}
 
 cudnnPoolingMode_t cudnn_mode(PoolMode mode) {
   switch (mode) {
@@ -108,8 +95,8 @@ public:
                std::int32_t*) const override {
     gpu::set_device(ctx.device().index);
     cudnnHandle_t handle = cudnn_handle(ctx);
-    const TensorDesc x_desc = tensor_desc(g.N, g.C, g.H, g.W);
-    const TensorDesc y_desc = tensor_desc(g.N, g.C, g.P, g.Q);
+    const TensorDescriptor x_desc(g.N, g.C, g.H, g.W);
+    const TensorDescriptor y_desc(g.N, g.C, g.P, g.Q);
     const PoolingDesc pool = pooling_desc(g);
     const float one = 1.0f, zero = 0.0f;
     DLRT_CUDNN_CHECK(
@@ -127,8 +114,8 @@ public:
       throw Error(Error::Kind::Internal, "pool2d_backward: the Cudnn engine got max pooling");
     gpu::set_device(ctx.device().index);
     cudnnHandle_t handle = cudnn_handle(ctx);
-    const TensorDesc x_desc = tensor_desc(g.N, g.C, g.H, g.W);
-    const TensorDesc y_desc = tensor_desc(g.N, g.C, g.P, g.Q);
+    const TensorDescriptor x_desc(g.N, g.C, g.H, g.W);
+    const TensorDescriptor y_desc(g.N, g.C, g.P, g.Q);
     const PoolingDesc pool = pooling_desc(g);
     const float one = 1.0f, zero = 0.0f;
     DLRT_CUDNN_CHECK(cudnnPoolingBackward(handle, pool.get(), &one, y_desc.get(), dy, y_desc.get(),
