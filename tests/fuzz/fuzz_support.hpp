@@ -5,6 +5,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "dlrt/dlrt.hpp"
 
 namespace dlrt::fuzz {
 
@@ -26,6 +30,16 @@ private:
 [[noreturn]] inline void finding(const char* target, const char* what) {
   std::fprintf(stderr, "%s finding: %s\n", target, what);
   std::abort();
+}
+
+// An op refused a problem: only invalid problems may be refused, only with
+// InvalidArgument, and before anything was written to the output.
+inline void check_refusal(const char* target, const Error& error, bool expected,
+                          const std::vector<float>& before, const Tensor& out) {
+  if (error.kind() != Error::Kind::InvalidArgument) finding(target, "a non-argument error");
+  if (std::memcmp(before.data(), out.data(), out.bytes()) != 0)
+    finding(target, "output written before an error");
+  if (!expected) finding(target, "a valid problem was refused");
 }
 
 }  // namespace dlrt::fuzz
