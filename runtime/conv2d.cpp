@@ -9,6 +9,16 @@ namespace dlrt {
 namespace detail {
 namespace {
 
+// The span a filter of `taps` covers once dilated.
+std::int64_t dilated_extent(std::int64_t taps, int dilation) { return (taps - 1) * dilation + 1; }
+
+// The shape rule of conv.hpp for one dimension; the dilated filter must fit
+// the padded input (checked by the caller).
+std::int64_t output_extent(std::int64_t input, std::int64_t taps, int pad, int stride,
+                           int dilation) {
+  return (input + 2 * std::int64_t{pad} - dilated_extent(taps, dilation)) / stride + 1;
+}
+
 void check_params(std::string_view op, const Conv2dParams& p) {
   // The upper bounds keep every derived index inside int64 and far from it.
   constexpr int kMax = 1 << 16;
@@ -45,7 +55,8 @@ Shape output_shape(std::string_view op, std::string_view x_name, const Shape& x,
   if (w[1] != C / p.groups)
     invalid_argument(op, w_name, w.to_string(),
                      "dimension 1 must be C/groups = " + std::to_string(C / p.groups));
-  const std::int64_t span_h = (R - 1) * p.dilation_h + 1, span_w = (S - 1) * p.dilation_w + 1;
+  const std::int64_t span_h = dilated_extent(R, p.dilation_h),
+                     span_w = dilated_extent(S, p.dilation_w);
   if (span_h > H + 2 * std::int64_t{p.pad_h})
     invalid_argument(op, w_name, w.to_string(),
                      "the dilated filter height " + std::to_string(span_h) +
@@ -54,8 +65,8 @@ Shape output_shape(std::string_view op, std::string_view x_name, const Shape& x,
     invalid_argument(op, w_name, w.to_string(),
                      "the dilated filter width " + std::to_string(span_w) +
                          " must fit in the padded input width " + std::to_string(W + 2 * p.pad_w));
-  const std::int64_t P = (H + 2 * p.pad_h - span_h) / p.stride_h + 1;
-  const std::int64_t Q = (W + 2 * p.pad_w - span_w) / p.stride_w + 1;
+  const std::int64_t P = output_extent(H, R, p.pad_h, p.stride_h, p.dilation_h);
+  const std::int64_t Q = output_extent(W, S, p.pad_w, p.stride_w, p.dilation_w);
   Shape y{N, K, P, Q};
   check_shape(op, "y (derived output shape)", y);
   return y;
@@ -80,8 +91,8 @@ Conv2dGeometry conv2d_geometry(const Shape& x, const Shape& w, const Conv2dParam
   g.stride_h = p.stride_h, g.stride_w = p.stride_w;
   g.dilation_h = p.dilation_h, g.dilation_w = p.dilation_w;
   g.groups = p.groups;
-  g.P = (g.H + 2 * g.pad_h - ((g.R - 1) * g.dilation_h + 1)) / g.stride_h + 1;
-  g.Q = (g.W + 2 * g.pad_w - ((g.S - 1) * g.dilation_w + 1)) / g.stride_w + 1;
+  g.P = output_extent(g.H, g.R, g.pad_h, g.stride_h, g.dilation_h);
+  g.Q = output_extent(g.W, g.S, g.pad_w, g.stride_w, g.dilation_w);
   return g;
 }
 
