@@ -1,7 +1,5 @@
 #include "common.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -622,8 +620,11 @@ void add_context(Family family, const std::vector<Table>& tables) {
   add("dlrt_version", dlrt::version());
   add("dlrt_built_with_cuda", dlrt::built_with_cuda() ? "yes" : "no");
   add("dlrt_bench_family", family == Family::Conv ? "conv" : "pool");
-  add("cpu_threads", std::to_string(omp_get_max_threads()));
+  add("cpu_threads", std::to_string(dlrt::num_threads()));
   add("cpu_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
+  const dlrt::CpuBackendInfo cpu = dlrt::cpu_backend_info();
+  add("cpu_blas", cpu.blas);
+  add("cpu_blas_threading", cpu.blas_threading);
   if (d.gpu) {
     const dlrt::DeviceInfo& i = d.gpu_info;
     add("gpu", i.name);

@@ -1,20 +1,33 @@
-# Third-party libraries: OpenBLAS and OpenMP for the Cpu engine, the CUDA
-# toolkit (cudart, cuBLAS) and cuDNN 9 for the GPU engines, GoogleTest and
-# Google Benchmark for tests and benchmarks. All come from the system; the
-# README's setup command installs the Debian packages.
+# Third-party libraries: OpenBLAS for the Cpu engine, the CUDA toolkit
+# (cudart, cuBLAS) and cuDNN 9 for the GPU engines, GoogleTest and Google
+# Benchmark for tests and benchmarks. All come from the system; the README's
+# setup command installs the Debian packages.
 find_package(Threads REQUIRED)
-find_package(OpenMP REQUIRED COMPONENTS CXX)
 
-# The OpenMP build of OpenBLAS shares libgomp's thread pool with dlrt's own
-# OpenMP loops. With the pthreads build, OpenMP workers that spin after an
-# im2col loop compete with OpenBLAS's threads for the cores, and small
-# convolutions ran up to 50x slower on a two-core machine.
-set(DLRT_OPENBLAS_VARIANT "openmp" CACHE STRING "Debian's OpenBLAS build to link: openmp, pthread or serial")
-find_package(OpenBLAS CONFIG QUIET NO_DEFAULT_PATH
-  PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-${DLRT_OPENBLAS_VARIANT}/cmake)
+# dlrt runs every CPU loop and GEMM on its own thread pool
+# (runtime/parallel.cpp) and calls the BLAS one thread at a time, from
+# several threads at once. Debian's single-threaded OpenBLAS is built without
+# USE_LOCKING, so concurrent calls share its packing buffers and return wrong
+# results; its pthreads build locks them, and with openblas_set_num_threads(1)
+# starts no work of its own. An OpenMP build would start libgomp, whose pool
+# hangs a child forked after it ran and competes with dlrt's threads for
+# the cores. Every Debian build has the same SONAME, libopenblas.so.0, and
+# the system's alternatives may pick any of them, so the chosen build's
+# folder goes into libdlrt's RUNPATH as well.
+set(DLRT_OPENBLAS_VARIANT "pthread" CACHE STRING "Debian's OpenBLAS build to link: pthread, openmp or serial (not thread-safe)")
+set(_dlrt_openblas_dir /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-${DLRT_OPENBLAS_VARIANT})
+find_package(OpenBLAS CONFIG QUIET NO_DEFAULT_PATH PATHS ${_dlrt_openblas_dir}/cmake)
 if(NOT OpenBLAS_FOUND)
   message(STATUS "OpenBLAS's ${DLRT_OPENBLAS_VARIANT} build was not found; using the default one")
   find_package(OpenBLAS CONFIG QUIET)
+  set(_dlrt_openblas_dir "")
+endif()
+if(DLRT_OPENBLAS_VARIANT STREQUAL "serial")
+  set(DLRT_BLAS_EXPECTED_THREADING "sequential")
+elseif(DLRT_OPENBLAS_VARIANT STREQUAL "pthread")
+  set(DLRT_BLAS_EXPECTED_THREADING "pthreads")
+else()
+  set(DLRT_BLAS_EXPECTED_THREADING "${DLRT_OPENBLAS_VARIANT}")
 endif()
 if(OpenBLAS_FOUND)
   message(STATUS "OpenBLAS: ${OpenBLAS_LIBRARIES}")
@@ -27,6 +40,7 @@ else()
   add_library(dlrt_openblas INTERFACE)
   target_link_libraries(dlrt_openblas INTERFACE PkgConfig::OPENBLAS)
 endif()
+set(DLRT_OPENBLAS_RUNPATH "${_dlrt_openblas_dir}")
 
 if(DLRT_WITH_CUDA)
   find_package(CUDAToolkit REQUIRED)

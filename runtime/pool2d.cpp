@@ -17,8 +17,12 @@ void check_params(std::string_view op, const Pool2dParams& p) {
   if (mode < static_cast<int>(PoolMode::Max) ||
       mode > static_cast<int>(PoolMode::AverageExcludePad))
     invalid_argument(op, "params.mode", mode, "must be one of the dlrt::PoolMode enumerators");
+  // As for convolution, the upper bound keeps every derived index far
+  // inside int64 (and the engines' int arithmetic inside int).
+  constexpr int kMax = 1 << 16;
   auto at_least_one = [&](const char* name, int value) {
-    if (value < 1) invalid_argument(op, name, value, "must be >= 1");
+    if (value < 1 || value > kMax)
+      invalid_argument(op, name, value, "must be in [1, " + std::to_string(kMax) + "]");
   };
   at_least_one("params.window_h", p.window_h);
   at_least_one("params.window_w", p.window_w);

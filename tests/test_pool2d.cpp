@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -775,11 +776,16 @@ TEST_F(Pool2dValidation, ForwardRejectsBadParameters) {
                               with([](Pool2dParams& q) { q.mode = static_cast<PoolMode>(9); }),
                               nullptr, {"'params.mode'", "9"}));
   EXPECT_TRUE(forward_rejects(x, y, with([](Pool2dParams& q) { q.window_h = 0; }), nullptr,
-                              {"'params.window_h'", "= 0", ">= 1"}));
+                              {"'params.window_h'", "= 0", "[1, 65536]"}));
   EXPECT_TRUE(forward_rejects(x, y, with([](Pool2dParams& q) { q.window_w = -2; }), nullptr,
-                              {"'params.window_w'", "-2", ">= 1"}));
+                              {"'params.window_w'", "-2", "[1, 65536]"}));
   EXPECT_TRUE(forward_rejects(x, y, with([](Pool2dParams& q) { q.stride_h = 0; }), nullptr,
-                              {"'params.stride_h'", "= 0", ">= 1"}));
+                              {"'params.stride_h'", "= 0", "[1, 65536]"}));
+  // Strides near INT_MAX once overflowed the Cpu engine's int arithmetic and crashed.
+  EXPECT_TRUE(forward_rejects(x, y, with([](Pool2dParams& q) { q.stride_w = INT_MAX; }), nullptr,
+                              {"'params.stride_w'", "2147483647", "[1, 65536]"}));
+  EXPECT_TRUE(forward_rejects(x, y, with([](Pool2dParams& q) { q.window_h = 65537; }), nullptr,
+                              {"'params.window_h'", "65537", "[1, 65536]"}));
   EXPECT_TRUE(forward_rejects(x, y, with([](Pool2dParams& q) { q.stride_w = -1; }), nullptr,
                               {"'params.stride_w'", "-1"}));
   EXPECT_TRUE(forward_rejects(x, y, with([](Pool2dParams& q) { q.pad_h = 2; }), nullptr,
@@ -882,6 +888,33 @@ TEST_F(Pool2dValidation, UnavailableEngineLeavesOutputsUntouched) {
   EXPECT_TRUE(test::throws_error([&] { pool2d_forward(ctx, x, y, p, Engine::Cuda, &indices); },
                                  Error::Kind::Unsupported, {"cuda"}));
   EXPECT_TRUE(before.unchanged());
+}
+
+// The largest stride the rule allows, with a window reaching into the
+// padding: the Cpu engine's interior range once overflowed int here.
+TEST(Pool2dExtremes, LargestStrideMatchesReference) {
+  Pool2dParams params;
+  params.window_h = params.window_w = 4;
+  params.pad_h = params.pad_w = 2;
+  params.stride_h = params.stride_w = 65536;
+  const Shape xs{1, 2, 5, 6};
+  const Shape ys = pool2d_output_shape(xs, params);
+  ASSERT_EQ(ys, (Shape{1, 2, 1, 1}));
+  Context ctx;
+  Tensor x = test::random_tensor(xs, 41), dy = test::random_tensor(ys, 42);
+  for (PoolMode mode : {PoolMode::Max, PoolMode::AverageIncludePad, PoolMode::AverageExcludePad}) {
+    params.mode = mode;
+    Tensor want_y = test::poisoned(ys), got_y = test::poisoned(ys);
+    pool2d_forward(ctx, x, want_y, params, Engine::Reference);
+    pool2d_forward(ctx, x, got_y, params, Engine::Cpu);
+    EXPECT_TRUE(test::all_close(got_y.to_vector(), want_y.to_vector(), 16)) << to_string(mode);
+    Pool2dSaved saved;
+    if (mode == PoolMode::Max) saved = {nullptr, &x, &want_y};
+    Tensor want_dx = test::poisoned(xs), got_dx = test::poisoned(xs);
+    pool2d_backward(ctx, dy, want_dx, params, saved, Engine::Reference);
+    pool2d_backward(ctx, dy, got_dx, params, saved, Engine::Cpu);
+    EXPECT_TRUE(test::all_close(got_dx.to_vector(), want_dx.to_vector(), 16)) << to_string(mode);
+  }
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 # missing (Debian 12 package names). The CUDA toolkit and cuDNN are not apt
 # packages here: without nvcc the build simply leaves the GPU engines out.
 set -euo pipefail
-packages=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas-openmp-dev libgtest-dev libgmock-dev
+packages=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas-pthread-dev libgtest-dev libgmock-dev
           libbenchmark-dev libpng-dev python3 python3-matplotlib clang libclang-rt-dev
           clang-format libomp-dev)
 missing=()

@@ -10,4 +10,5 @@
 #include "dlrt/memory.hpp"
 #include "dlrt/pool.hpp"
 #include "dlrt/tensor.hpp"
+#include "dlrt/threads.hpp"
 #include "dlrt/version.hpp"
