@@ -85,6 +85,16 @@ bool parse_bool(const std::string& name, const std::string& value) {
   throw BadOption(name + " needs true/false (or 1/0), got '" + value + "'");
 }
 
+// "reference,cpu,...": every engine of the library's table.
+std::string engine_list() {
+  std::string names;
+  for (dlrt::Engine e : dlrt::known_engines()) {
+    if (!names.empty()) names += ',';
+    names += dlrt::to_string(e);
+  }
+  return names;
+}
+
 std::vector<dlrt::Engine> parse_engines(const std::string& name, const std::string& value) {
   std::vector<dlrt::Engine> engines;
   for (const std::string& item : split(value, ',')) {
@@ -93,18 +103,17 @@ std::vector<dlrt::Engine> parse_engines(const std::string& name, const std::stri
     try {
       engine = dlrt::engine_from_string(item);
     } catch (const dlrt::Error&) {
-      throw BadOption(name + ": unknown engine '" + item + "' (reference, cpu, cuda, cudnn)");
+      throw BadOption(name + ": unknown engine '" + item + "' (" + engine_list() + ")");
     }
     if (engine == dlrt::Engine::Auto) throw BadOption(name + ": name engines, not auto");
     if (std::find(engines.begin(), engines.end(), engine) == engines.end())
       engines.push_back(engine);
   }
   if (engines.empty()) throw BadOption(name + " needs at least one engine");
-  // Always the canonical order, so that a report's columns do not depend on
+  // Always the table's order, so that a report's columns do not depend on
   // how the list was spelled.
   std::vector<dlrt::Engine> ordered;
-  for (dlrt::Engine e :
-       {dlrt::Engine::Reference, dlrt::Engine::Cpu, dlrt::Engine::Cuda, dlrt::Engine::Cudnn})
+  for (dlrt::Engine e : dlrt::known_engines())
     if (std::find(engines.begin(), engines.end(), e) != engines.end()) ordered.push_back(e);
   return ordered;
 }
@@ -116,7 +125,8 @@ const char* kHelp = R"(dlrt benchmark options (besides Google Benchmark's own --
                                cnn, quick) or paths to .csv files     [env DLRT_BENCH_TABLES]
   --dlrt_shapes_dir=DIR        folder of the tables (default: the source tree's bench/shapes)
                                                                      [env DLRT_BENCH_SHAPES_DIR]
-  --dlrt_engines=LIST          engines to register: reference,cpu,cuda,cudnn (default: all)
+  --dlrt_engines=LIST          engines to register, by name (default: every engine of the
+                               library's table; dlrt_engines in the JSON context lists them)
                                                                      [env DLRT_BENCH_ENGINES]
   --dlrt_l2_flush=BOOL         GPU: overwrite a buffer of twice the L2 size before each timed
                                iteration (default true)              [env DLRT_BENCH_L2_FLUSH]
@@ -621,6 +631,14 @@ void add_context(Family family, const std::vector<Table>& tables) {
   add("dlrt_built_with_cuda", dlrt::built_with_cuda() ? "yes" : "no");
   add("dlrt_bench_family", family == Family::Conv ? "conv" : "pool");
   add("cpu_threads", std::to_string(dlrt::num_threads()));
+  // The report tool reads the engines and the pairs it compares from here.
+  add("dlrt_engines", engine_list());
+  std::string comparisons;
+  for (const dlrt::EngineComparison& c : dlrt::engine_comparisons()) {
+    if (!comparisons.empty()) comparisons += ',';
+    comparisons.append(dlrt::to_string(c.own)).append("/").append(dlrt::to_string(c.yardstick));
+  }
+  add("dlrt_engine_comparisons", comparisons);
   add("cpu_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
   const dlrt::CpuBackendInfo cpu = dlrt::cpu_backend_info();
   add("cpu_blas", cpu.blas);

@@ -19,11 +19,10 @@ namespace dlrt_bench {
 enum class Family { Conv, Pool };
 
 struct Options {
-  std::string shapes_dir;           // where table names are looked up
-  std::vector<std::string> tables;  // table names or .csv paths
-  bool quick = false;               // the quick tables and quick defaults
-  std::vector<dlrt::Engine> engines{dlrt::Engine::Reference, dlrt::Engine::Cpu, dlrt::Engine::Cuda,
-                                    dlrt::Engine::Cudnn};
+  std::string shapes_dir;                                     // where table names are looked up
+  std::vector<std::string> tables;                            // table names or .csv paths
+  bool quick = false;                                         // the quick tables and quick defaults
+  std::vector<dlrt::Engine> engines = dlrt::known_engines();  // every engine of the table
   bool l2_flush = true;     // GPU: write a buffer > L2 before each timed iteration
   double gpu_hold_us = 50;  // GPU: busy kernel queued before the start event
   int warmup = 2;           // untimed runs before the timed loop

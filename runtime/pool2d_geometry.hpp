@@ -22,17 +22,10 @@ struct Pool2dGeometry {
 };
 
 // What an op has besides its main operand. Forward: whether it also writes
-// the argmax indices (None or Indices). Backward: what max pooling may use to
-// find where each gradient goes (Indices, Input = x and y, or both); None for
-// the averages, which need neither.
-enum class Pool2dSavedKind { None, Indices, Input, IndicesAndInput };
-
-inline bool has_indices(Pool2dSavedKind kind) {
-  return kind == Pool2dSavedKind::Indices || kind == Pool2dSavedKind::IndicesAndInput;
-}
-inline bool has_input(Pool2dSavedKind kind) {
-  return kind == Pool2dSavedKind::Input || kind == Pool2dSavedKind::IndicesAndInput;
-}
+// the argmax indices (None or Indices). Backward: what max pooling uses to
+// find where each gradient goes (Indices, or Input = x and y); None for the
+// averages, which need neither.
+enum class Pool2dSavedKind { None, Indices, Input };
 
 // The output extent along one dimension, by the rule in dlrt/pool.hpp.
 // Arguments must already be valid (window <= input + 2*pad, pad <= window/2).

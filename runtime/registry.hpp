@@ -1,13 +1,15 @@
-// The engine registry. Each engine of an op family derives from the family's
-// interface (Conv2dEngine, ...), says which device it runs on and, per
-// problem, whether it supports it and why not (as ggml's supports_op).
-// Engines register themselves from their own translation unit; dispatch asks
-// them in a fixed preference order and logs the choice.
+// The engine registry and planning. Each engine of an op family derives from
+// the family's interface (Conv2dEngine, ...) and registers itself from its
+// own translation unit. Asked to plan a problem, an engine chooses everything
+// once (kernel variant, cuDNN algorithm, descriptors, workspace) and returns
+// a kernel that runs that choice, or declines with the reason (as ggml's
+// supports_op, and oneDNN's primitive descriptor before its primitive).
+// Running a kernel chooses and allocates nothing.
 #pragma once
 
+#include <cstddef>
 #include <memory>
 #include <mutex>
-#include <span>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,22 +17,51 @@
 #include "dlrt/context.hpp"
 #include "dlrt/engine.hpp"
 #include "dlrt/error.hpp"
+#include "runtime/engine_table.hpp"
 #include "runtime/log.hpp"
 
 namespace dlrt::detail {
 
-struct Support {
-  bool ok = true;
-  std::string reason;
-  static Support yes() { return {}; }
-  static Support no(std::string reason) { return {false, std::move(reason)}; }
+// What every engine's kernel has besides running.
+class KernelBase {
+public:
+  KernelBase(Engine engine, std::size_t workspace_bytes, std::string description)
+      : engine_(engine), workspace_bytes_(workspace_bytes), description_(std::move(description)) {}
+  virtual ~KernelBase() = default;
+  KernelBase(const KernelBase&) = delete;
+  KernelBase& operator=(const KernelBase&) = delete;
+
+  Engine engine() const { return engine_; }
+  // Scratch memory on the context's device that each run needs.
+  std::size_t workspace_bytes() const { return workspace_bytes_; }
+  // What was chosen, for logs and plan queries ("cudnn IMPLICIT_PRECOMP_GEMM").
+  const std::string& description() const { return description_; }
+
+private:
+  Engine engine_;
+  std::size_t workspace_bytes_;
+  std::string description_;
 };
+
+// An engine's plan for one problem, or why it declines.
+template <class Kernel>
+struct Planned {
+  std::shared_ptr<const Kernel> kernel;
+  std::string reason;
+
+  static Planned no(std::string why) { return {nullptr, std::move(why)}; }
+};
+
+// The reason an engine without numbered kernels gives for options.variant != 0.
+inline std::string no_kernel_variants(Engine engine, int variant) {
+  return "engine " + std::string(to_string(engine)) + " has no kernel variants (variant " +
+         std::to_string(variant) + " was asked for)";
+}
 
 class EngineImpl {
 public:
   virtual ~EngineImpl() = default;
   virtual Engine engine() const = 0;
-  virtual Device::Kind device_kind() const = 0;
 };
 
 template <class Family>
@@ -42,6 +73,7 @@ public:
   }
   void add(std::unique_ptr<Family> impl) {
     std::lock_guard lock(mutex_);
+    note_built(Family::kFamily, impl->engine());
     impls_.push_back(std::move(impl));
   }
   const Family* find(Engine engine) const {
@@ -56,7 +88,7 @@ private:
   std::vector<std::unique_ptr<Family>> impls_;
 };
 
-// Registers an engine at load time: `static Registrar<Conv2dEngine> r{...};`
+// Registers an engine at load time: `const Registrar<Conv2dEngine> r{...};`
 template <class Family>
 struct Registrar {
   explicit Registrar(std::unique_ptr<Family> impl) {
@@ -64,74 +96,53 @@ struct Registrar {
   }
 };
 
-// Auto's preference on each device kind, best first. cuDNN leads on the GPU
-// because it is the faster engine on most shapes; dlrt's own kernels are the
-// fallback for what cuDNN declines.
-std::span<const Engine> auto_preference(Device::Kind kind);
-
-// Why `engine` cannot run on `device` at all (not built in, wrong device,
-// no GPU); empty when it can be asked about problems.
-std::string engine_unavailable_reason(Engine engine, bool registered, Device::Kind engine_kind,
-                                      Device device);
-
-// The engine chosen for one problem, with its implementation (null when
-// none can run it).
-template <class Family>
+// The outcome of planning one problem for a requested engine: the kernel of
+// the engine that will run it, or the reason none can, and for Auto which
+// engines were passed over and why.
+template <class Kernel>
 struct Resolution {
-  EngineQuery answer;
-  const Family* impl = nullptr;
+  std::shared_ptr<const Kernel> kernel;
+  Engine engine = Engine::Auto;  // the engine that planned it (or was asked)
+  std::string reason;            // why not; for Auto, what was passed over
 };
 
-// Resolves `requested` for one problem. `supports(const Family&)` returns
-// a Support. Never throws for an unsupported engine: the answer says why.
-template <class Family, class SupportsFn>
-Resolution<Family> resolve_engine(Device device, Engine requested, SupportsFn&& supports) {
-  auto try_one = [&](Engine engine) -> Resolution<Family> {
+// Plans the problem on `requested` (Auto: the family's engines in order,
+// the first that plans it). `plan(const Family&)` returns a Planned<Kernel>.
+// Never throws for an engine that declines: the resolution says why.
+template <class Family, class Kernel, class PlanFn>
+Resolution<Kernel> resolve(Device device, Engine requested, PlanFn&& plan) {
+  auto try_one = [&](Engine engine) -> Resolution<Kernel> {
+    std::string why = engine_unavailable_reason(Family::kFamily, engine, device);
+    if (!why.empty()) return {nullptr, engine, std::move(why)};
     const Family* impl = Registry<Family>::instance().find(engine);
-    std::string why = engine_unavailable_reason(engine, impl != nullptr,
-                                                impl ? impl->device_kind() : device.kind, device);
-    if (!why.empty()) return {{false, engine, why}, nullptr};
-    Support support = supports(*impl);
-    return {{support.ok, engine, support.reason}, support.ok ? impl : nullptr};
+    Planned<Kernel> planned = plan(*impl);
+    return {std::move(planned.kernel), engine, std::move(planned.reason)};
   };
   if (requested != Engine::Auto) return try_one(requested);
 
   std::string declined;
-  for (Engine engine : auto_preference(device.kind)) {
-    Resolution<Family> choice = try_one(engine);
-    if (choice.answer.supported) {
-      choice.answer.reason = declined.empty() ? "first choice" : "after " + declined;
+  for (Engine engine : auto_order(Family::kFamily)) {
+    if (engine_device(engine) != device.kind) continue;
+    Resolution<Kernel> choice = try_one(engine);
+    if (choice.kernel) {
+      choice.reason = declined.empty() ? "first choice" : "after " + declined;
       return choice;
     }
     if (!declined.empty()) declined += "; ";
-    declined += std::string(to_string(engine)) + " declined: " + choice.answer.reason;
+    declined += std::string(to_string(engine)) + " declined: " + choice.reason;
   }
-  return {{false, Engine::Auto, "no engine supports this problem (" + declined + ")"}, nullptr};
+  return {nullptr, Engine::Auto,
+          "no engine supports this problem on " + to_string(device) + " (" + declined + ")"};
 }
 
-template <class Family, class SupportsFn>
-EngineQuery query_engine(Device device, Engine requested, SupportsFn&& supports) {
-  return resolve_engine<Family>(device, requested, std::forward<SupportsFn>(supports)).answer;
-}
-
-// resolve_engine, then the implementation to run; throws Error(Unsupported)
-// with the reason when there is none. Logs the choice at debug level.
-template <class Family, class SupportsFn>
-const Family& select_engine(const char* op, Device device, Engine requested,
-                            SupportsFn&& supports) {
-  const Resolution<Family> choice =
-      resolve_engine<Family>(device, requested, std::forward<SupportsFn>(supports));
-  const EngineQuery& answer = choice.answer;
-  if (choice.impl == nullptr) {
-    std::string who =
-        requested == Engine::Auto ? "Engine::Auto" : "engine " + std::string(to_string(requested));
-    throw Error(Error::Kind::Unsupported, std::string(op) + ": " + who +
-                                              " cannot run this problem on " + to_string(device) +
-                                              ": " + answer.reason);
-  }
-  log(LogLevel::Debug, op, ": engine=", to_string(answer.engine), " device=", to_string(device),
-      requested == Engine::Auto ? " (auto: " + answer.reason + ")" : std::string(" (requested)"));
-  return *choice.impl;
+// The error of an op whose engine cannot run it.
+[[noreturn]] inline void throw_unsupported(std::string_view op, Engine requested, Device device,
+                                           const std::string& reason) {
+  const std::string who = requested == Engine::Auto ? std::string("Engine::Auto")
+                                                    : "engine " + std::string(to_string(requested));
+  throw Error(Error::Kind::Unsupported, std::string(op) + ": " + who +
+                                            " cannot run this problem on " + to_string(device) +
+                                            ": " + reason);
 }
 
 }  // namespace dlrt::detail

@@ -42,12 +42,6 @@ void check_shape_is(std::string_view op, std::string_view name, const Tensor& t,
                      "must be " + expected.to_string() + " (" + std::string(why) + ")");
 }
 
-void check_engine_value(std::string_view op, Engine engine) {
-  const int value = static_cast<int>(engine);
-  if (value < static_cast<int>(Engine::Auto) || value > static_cast<int>(Engine::Cudnn))
-    invalid_argument(op, "engine", value, "must be one of the dlrt::Engine enumerators");
-}
-
 void check_no_overlap(std::string_view op, std::string_view output_name, const Tensor& output,
                       std::string_view input_name, const Tensor& input) {
   if (output.overlaps(input))

@@ -36,9 +36,6 @@ void check_tensor(std::string_view op, std::string_view name, const Tensor& t, i
 void check_shape_is(std::string_view op, std::string_view name, const Tensor& t,
                     const Shape& expected, std::string_view why);
 
-// `engine` is one of the dlrt::Engine enumerators (not a stray cast integer).
-void check_engine_value(std::string_view op, Engine engine);
-
 // Inputs and outputs may not share memory: engines read inputs while they
 // write outputs.
 void check_no_overlap(std::string_view op, std::string_view output_name, const Tensor& output,

@@ -60,11 +60,8 @@ TEST_P(Concurrency, ThreadsWithTheirOwnContextsMatchOneThread) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Conv2d, Concurrency,
-                         ::testing::Values(Engine::Reference, Engine::Cpu, Engine::Cuda,
-                                           Engine::Cudnn),
-                         [](const auto& param_info) {
-                           return std::string(to_string(param_info.param));
-                         });
+                         ::testing::ValuesIn(test::engines_of(OpFamily::Conv2d)),
+                         test::engine_name);
 
 TEST(Logging, DebugLevelNamesTheEngineAndWhy) {
   const LogLevel saved = log_level();
@@ -77,11 +74,16 @@ TEST(Logging, DebugLevelNamesTheEngineAndWhy) {
   conv2d_forward(ctx, x, w, nullptr, y, {}, Engine::Reference);
   const std::string log = ::testing::internal::GetCapturedStderr();
   set_log_level(saved);
-  EXPECT_NE(log.find("conv2d_forward: engine=cpu device=cpu (auto: first choice)"),
+  // The plan's line says which engine was chosen, what it chose and why;
+  // every run says which engine ran.
+  EXPECT_NE(log.find("conv2d_forward: planned engine=cpu ("), std::string::npos) << log;
+  EXPECT_NE(log.find(") on cpu (auto: first choice)"), std::string::npos) << log;
+  EXPECT_NE(log.find("conv2d_forward: planned engine=reference (reference loops"),
             std::string::npos)
       << log;
-  EXPECT_NE(log.find("conv2d_forward: engine=reference device=cpu (requested)"), std::string::npos)
-      << log;
+  EXPECT_NE(log.find("on cpu (requested)"), std::string::npos) << log;
+  EXPECT_NE(log.find("conv2d_forward: engine=cpu device=cpu"), std::string::npos) << log;
+  EXPECT_NE(log.find("conv2d_forward: engine=reference device=cpu"), std::string::npos) << log;
 
   set_log_level(LogLevel::Warn);
   ::testing::internal::CaptureStderr();

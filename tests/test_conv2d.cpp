@@ -12,11 +12,7 @@
 namespace dlrt {
 namespace {
 
-const Engine kAllEngines[] = {Engine::Reference, Engine::Cpu, Engine::Cuda, Engine::Cudnn};
-
-std::string engine_name(const ::testing::TestParamInfo<Engine>& info) {
-  return to_string(info.param);
-}
+using test::engine_name;
 
 // ------------------------------------------------- the lecture's examples
 
@@ -91,7 +87,8 @@ TEST_P(LectureExamples, StrideTwoHalvesTheOutput) {
   EXPECT_EQ(y, (std::vector<float>{-2, -2, 1, 0, 1, 1, 1, 2, 0}));
 }
 
-INSTANTIATE_TEST_SUITE_P(Conv2d, LectureExamples, ::testing::ValuesIn(kAllEngines), engine_name);
+INSTANTIATE_TEST_SUITE_P(Conv2d, LectureExamples,
+                         ::testing::ValuesIn(test::engines_of(OpFamily::Conv2d)), engine_name);
 
 // ------------------------------------------------- engines vs Reference
 
@@ -277,8 +274,8 @@ std::string case_name(const ::testing::TestParamInfo<EngineCase>& info) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Conv2d, Conv2dAgainstReference,
-                         ::testing::Combine(::testing::Values(Engine::Cpu, Engine::Cuda,
-                                                              Engine::Cudnn),
+                         ::testing::Combine(::testing::ValuesIn(test::engines_of(OpFamily::Conv2d,
+                                                                                 true)),
                                             ::testing::ValuesIn(kCases)),
                          case_name);
 
@@ -299,7 +296,8 @@ TEST(Conv2dDispatch, AGpuEngineOnCpuTensorsIsAnErrorThatSaysWhy) {
   Tensor x = test::random_tensor({1, 2, 6, 6}, 1), w = test::random_tensor({3, 2, 3, 3}, 2);
   Tensor y = test::poisoned({1, 3, 4, 4});
   const std::vector<float> before = y.to_vector();
-  for (Engine e : {Engine::Cuda, Engine::Cudnn}) {
+  for (Engine e : registered_engines(OpFamily::Conv2d)) {
+    if (engine_device(e) != Device::Kind::Cuda) continue;
     EXPECT_TRUE(test::throws_error([&] { conv2d_forward(ctx, x, w, nullptr, y, {}, e); },
                                    Error::Kind::Unsupported, {to_string(e), "cpu"}));
     EngineQuery q = conv2d_query(ctx, Conv2dOp::Forward, x.shape(), w.shape(), {}, e);

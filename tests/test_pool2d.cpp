@@ -562,14 +562,9 @@ TEST_P(Pool2dEngineTest, GlobalPoolingIsThePlaneMaximumAndMean) {
   DLRT_REPORT_DECLINES(declines);
 }
 
-std::string engine_name(const ::testing::TestParamInfo<Engine>& info) {
-  return to_string(info.param);
-}
-
 INSTANTIATE_TEST_SUITE_P(AllEngines, Pool2dEngineTest,
-                         ::testing::Values(Engine::Reference, Engine::Cpu, Engine::Cuda,
-                                           Engine::Cudnn),
-                         engine_name);
+                         ::testing::ValuesIn(test::engines_of(OpFamily::Pool2d)),
+                         test::engine_name);
 
 // ---- shapes ----
 
@@ -637,7 +632,8 @@ TEST(Pool2dShape, EveryWindowOverlapsTheInputExhaustively) {
 TEST(Pool2dShape, IncludePadDividesByTheWindowClippedToThePaddedInput) {
   Context ctx;
   const Tensor x = Tensor::from_vector({1, 1, 1, 5}, std::vector<float>{1, 2, 3, 4, 5});
-  for (Engine engine : {Engine::Reference, Engine::Cpu}) {
+  for (Engine engine : test::engines_of(OpFamily::Pool2d)) {
+    if (engine_device(engine) != Device::Kind::Cpu) continue;
     Tensor y = test::poisoned({1, 1, 1, 3});
     pool2d_forward(ctx, x, y, make_params(PoolMode::AverageIncludePad, 1, 2, 1, 2, 0, 0, true),
                    engine);

@@ -7,6 +7,10 @@
 //   P = (H + 2*pad_h - dilation_h*(R-1) - 1) / stride_h + 1, and likewise Q.
 #pragma once
 
+#include <cstddef>
+#include <memory>
+#include <string>
+
 #include "dlrt/context.hpp"
 #include "dlrt/engine.hpp"
 #include "dlrt/export.hpp"
@@ -31,7 +35,8 @@ DLRT_EXPORT Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv
 
 // Every op validates all of its arguments before it writes anything, then
 // runs on `engine` (Auto: the best engine that supports the problem on the
-// tensors' device) and returns the engine that ran. GPU engines run
+// tensors' device) and returns the engine that ran. Each is a Conv2dPlan
+// made once per problem (and cached in ctx) and run. GPU engines run
 // asynchronously on ctx's stream.
 
 // y = conv(x, w) + bias; bias (may be null) is [K].
@@ -53,11 +58,68 @@ DLRT_EXPORT Engine conv2d_backward_filter(Context& ctx, const Tensor& x, const T
 DLRT_EXPORT Engine conv2d_backward_bias(Context& ctx, const Tensor& dy, Tensor& db,
                                         Engine engine = Engine::Auto);
 
-// Would `engine` run this problem on ctx's device? x, w, y are the shapes
-// of input, filter and output (for BackwardBias only y counts). Never throws
-// for an unsupported engine; throws for shapes that break the shape rule.
-DLRT_EXPORT EngineQuery conv2d_query(const Context& ctx, Conv2dOp op, const Shape& x,
-                                     const Shape& w, const Conv2dParams& params,
-                                     Engine engine = Engine::Auto);
+// Would `engine` run this problem on ctx's device, and which engine Auto
+// picks? x, w are the shapes of input and filter (for BackwardBias they fix
+// y's shape). Plans the problem (and caches the plan in ctx, so the op that
+// follows does not plan again). Never throws for an unsupported engine;
+// throws for shapes or parameters that break a rule, or an `op` that is not
+// a Conv2dOp.
+DLRT_EXPORT EngineQuery conv2d_query(Context& ctx, Conv2dOp op, const Shape& x, const Shape& w,
+                                     const Conv2dParams& params, Engine engine = Engine::Auto);
+
+// ---- plans: choose once, run many times -------------------------------------
+
+struct Conv2dPlanOptions {
+  Engine engine = Engine::Auto;
+  // The engine's kernel variant: 0 is the engine's own choice (for Cuda,
+  // DLRT_CUDA_CONV2D_VARIANT when set); any other value needs an explicit
+  // engine, which declines it with the reason when it has no such variant or
+  // the variant cannot run the problem (never a silent fallback). Cuda: 1
+  // direct, 2 implicit GEMM.
+  int variant = 0;
+};
+
+namespace detail {
+struct Conv2dPlanState;
+}
+
+// One convolution op on one problem, planned on a context: the engine, its
+// kernel variant or cuDNN algorithm, its descriptors and workspace are chosen
+// when the plan is made (under the context's options at that moment), and
+// running it chooses and allocates nothing. A plan runs on any context of its
+// device; it is immutable and may be shared between threads.
+class DLRT_EXPORT Conv2dPlan {
+public:
+  // Throws dlrt::Error: InvalidArgument for shapes or parameters that break a
+  // rule, Unsupported (with the reason) when the engine cannot run the problem.
+  Conv2dPlan(Context& ctx, Conv2dOp op, const Shape& x, const Shape& w,
+             const Conv2dParams& params = {}, const Conv2dPlanOptions& options = {});
+
+  Conv2dOp op() const;
+  Engine engine() const;
+  Device device() const;
+  const Shape& x_shape() const;
+  const Shape& w_shape() const;
+  const Shape& y_shape() const;
+  // Scratch each run takes from the context's workspace (or `workspace`).
+  std::size_t workspace_bytes() const;
+  // What was chosen: "cuda variant 2 (implicit GEMM)", "cudnn algorithm IMPLICIT_PRECOMP_GEMM", ...
+  const std::string& description() const;
+
+  // Each runs the plan's op (another op's call is an Error) on tensors of the
+  // planned shapes on the plan's device, validated as the one-shot functions
+  // validate them. `workspace`, when given, is an f32 tensor on the plan's
+  // device with at least workspace_bytes(); otherwise ctx's workspace is used.
+  void forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
+               Tensor* workspace = nullptr) const;
+  void backward_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
+                     Tensor* workspace = nullptr) const;
+  void backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw,
+                       Tensor* workspace = nullptr) const;
+  void backward_bias(Context& ctx, const Tensor& dy, Tensor& db, Tensor* workspace = nullptr) const;
+
+private:
+  std::shared_ptr<const detail::Conv2dPlanState> state_;
+};
 
 }  // namespace dlrt

@@ -21,6 +21,10 @@
 // rule gives bitwise-identical results.
 #pragma once
 
+#include <cstddef>
+#include <memory>
+#include <string>
+
 #include "dlrt/context.hpp"
 #include "dlrt/engine.hpp"
 #include "dlrt/export.hpp"
@@ -83,13 +87,55 @@ DLRT_EXPORT Engine pool2d_backward(Context& ctx, const Tensor& dy, Tensor& dx,
                                    const Pool2dParams& params, const Pool2dSaved& saved = {},
                                    Engine engine = Engine::Auto);
 
-// Would `engine` run this problem on ctx's device? x is the input shape.
-// with_indices: for Forward, whether indices are written; for Backward of Max,
-// whether the argmax comes from indices (true) or from x and y (false). It must
-// be false for the average modes. Never throws for an unsupported engine;
-// throws for shapes or parameters that break a rule.
-DLRT_EXPORT EngineQuery pool2d_query(const Context& ctx, Pool2dOp op, const Shape& x,
+// Would `engine` run this problem on ctx's device, and which engine Auto
+// picks? x is the input shape. with_indices: for Forward, whether indices are
+// written; for Backward of Max, whether the argmax comes from indices (true)
+// or from x and y (false). It must be false for the average modes. Plans the
+// problem (and caches the plan in ctx). Never throws for an unsupported
+// engine; throws for shapes or parameters that break a rule.
+DLRT_EXPORT EngineQuery pool2d_query(Context& ctx, Pool2dOp op, const Shape& x,
                                      const Pool2dParams& params, bool with_indices = false,
                                      Engine engine = Engine::Auto);
+
+// ---- plans: choose once, run many times -------------------------------------
+
+struct Pool2dPlanOptions {
+  Engine engine = Engine::Auto;
+  // The engine's kernel variant; 0 is the engine's own choice. Needs an
+  // explicit engine. Cuda backward: 1 gather (the default, deterministic), 2
+  // atomic scatter (DLRT_CUDA_POOL2D_BACKWARD_VARIANT sets the default).
+  int variant = 0;
+};
+
+namespace detail {
+struct Pool2dPlanState;
+}
+
+// One pooling op on one problem, planned once (see Conv2dPlan). For Forward,
+// with_indices says whether runs write argmax indices; for Backward of Max,
+// whether runs find the argmax from indices (true) or from x and y (false).
+class DLRT_EXPORT Pool2dPlan {
+public:
+  Pool2dPlan(Context& ctx, Pool2dOp op, const Shape& x, const Pool2dParams& params,
+             bool with_indices = false, const Pool2dPlanOptions& options = {});
+
+  Pool2dOp op() const;
+  Engine engine() const;
+  Device device() const;
+  bool with_indices() const;
+  const Shape& x_shape() const;
+  const Shape& y_shape() const;
+  std::size_t workspace_bytes() const;
+  const std::string& description() const;
+
+  // indices: required exactly when the plan was made with_indices.
+  void forward(Context& ctx, const Tensor& x, Tensor& y, Tensor* indices = nullptr) const;
+  // saved: indices (with_indices), or x and y (Max without indices), or
+  // nothing (averages).
+  void backward(Context& ctx, const Tensor& dy, Tensor& dx, const Pool2dSaved& saved = {}) const;
+
+private:
+  std::shared_ptr<const detail::Pool2dPlanState> state_;
+};
 
 }  // namespace dlrt

@@ -282,21 +282,20 @@ struct Layout {
 };
 
 // The workspace limit in floats (a limit past INT64_MAX bytes is no limit).
-i64 limit_floats(const Context& ctx) {
-  const std::size_t bytes = std::min<std::size_t>(ctx.options().workspace_limit_bytes, INT64_MAX);
+i64 limit_floats(const ContextOptions& options) {
+  const std::size_t bytes = std::min<std::size_t>(options.workspace_limit_bytes, INT64_MAX);
   return static_cast<i64>(bytes / sizeof(float));
 }
 
 constexpr i64 kWidths[] = {kBlockColumns, 256, 128, 64, 32, 16, 8, 4, 2, 1};
 
-std::string over_limit(i64 floats, const Context& ctx) {
+std::string over_limit(i64 floats, const ContextOptions& options) {
   return "the smallest im2col block (" + std::to_string(floats * 4) +
-         " bytes) exceeds the workspace limit " +
-         std::to_string(ctx.options().workspace_limit_bytes);
+         " bytes) exceeds the workspace limit " + std::to_string(options.workspace_limit_bytes);
 }
 
-Layout forward_layout(const Context& ctx, const Conv2dGeometry& g, int threads) {
-  const i64 crs = g.c_per_group() * g.R * g.S, limit = limit_floats(ctx);
+Layout forward_layout(const ContextOptions& options, const Conv2dGeometry& g, int threads) {
+  const i64 crs = g.c_per_group() * g.R * g.S, limit = limit_floats(options);
   Layout l;
   i64 smallest = 0;
   for (i64 width : kWidths) {
@@ -311,12 +310,12 @@ Layout forward_layout(const Context& ctx, const Conv2dGeometry& g, int threads) 
       return l;
     }
   }
-  l.decline = over_limit(smallest, ctx);
+  l.decline = over_limit(smallest, options);
   return l;
 }
 
-Layout backward_filter_layout(const Context& ctx, const Conv2dGeometry& g, int threads) {
-  const i64 limit = limit_floats(ctx);
+Layout backward_filter_layout(const ContextOptions& options, const Conv2dGeometry& g, int threads) {
+  const i64 limit = limit_floats(options);
   Layout l;
   i64 smallest = 0;
   for (i64 width : kWidths) {
@@ -332,13 +331,13 @@ Layout backward_filter_layout(const Context& ctx, const Conv2dGeometry& g, int t
       return l;
     }
   }
-  l.decline = over_limit(smallest, ctx);
+  l.decline = over_limit(smallest, options);
   return l;
 }
 
-Layout backward_data_layout(const Context& ctx, const Conv2dGeometry& g, int threads) {
+Layout backward_data_layout(const ContextOptions& options, const Conv2dGeometry& g, int threads) {
   const i64 crs = g.c_per_group() * g.R * g.S, Kg = g.k_per_group(), PQ = g.P * g.Q;
-  const i64 limit = limit_floats(ctx);
+  const i64 limit = limit_floats(options);
   Layout l;
   i64 smallest = 0;
   for (i64 width : kWidths) {
@@ -361,258 +360,278 @@ Layout backward_data_layout(const Context& ctx, const Conv2dGeometry& g, int thr
     l.slots = l.batch_parallel ? threads : 1;
     return l;
   }
-  l.decline = over_limit(smallest, ctx);
+  l.decline = over_limit(smallest, options);
   return l;
 }
 
 // ---------------------------------------------------------------- the engine
 
-class CpuConv2d final : public Conv2dEngine {
-public:
-  Engine engine() const override { return Engine::Cpu; }
-  Device::Kind device_kind() const override { return Device::Kind::Cpu; }
+// ---------------------------------------------------------------- the ops
 
-  Support supports(const Context& ctx, Conv2dOp op, const Conv2dGeometry& g) const override {
-    if (op == Conv2dOp::BackwardBias || is_depthwise(g)) return Support::yes();
-    // OpenBLAS takes 32-bit dimensions and leading dimensions.
-    const i64 crs = g.c_per_group() * g.R * g.S;
-    const i64 largest = std::max({crs, g.K, g.P * g.Q * g.N, g.H * g.W});
-    if (largest > INT_MAX)
-      return Support::no("a GEMM dimension (" + std::to_string(largest) +
-                         ") exceeds OpenBLAS's 32-bit int");
-    const Layout l = layout(ctx, op, g);
-    return l.decline.empty() ? Support::yes() : Support::no(l.decline);
-  }
-
-  void forward(Context& ctx, const Conv2dGeometry& g, const float* x, const float* w,
-               const float* bias, float* y) const override {
-    if (is_depthwise(g)) return depthwise_forward(g, x, w, bias, y);
-    const Layout l = layout(ctx, Conv2dOp::Forward, g);
-    float* scratch = workspace(ctx, l);
-    const i64 Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S, PQ = g.P * g.Q;
-    const ColumnBlocks& blocks = l.blocks;
-    const double ns_per_block =
-        static_cast<double>(blocks.width * crs) *
-        (kUnfoldNsPerElement + static_cast<double>(Kg) * cpu::kGemmNsPerMultiplyAdd);
-    parallel_for_slots(
-        0, g.groups * blocks.count, grain_for(ns_per_block), l.slots,
-        [&](i64 i0, i64 i1, int slot) {
-          float* col = scratch + slot * l.lane_floats;
-          float* out = col + (g.is_pointwise() && blocks.per_image ? 0 : crs * blocks.width);
-          for (i64 i = i0; i < i1; ++i) {
-            const i64 group = i / blocks.count;
-            const auto [J0, J1] = blocks.range(i % blocks.count);
-            const i64 cols = J1 - J0;
-            const float* x_group = x + group * Cg * g.H * g.W;
-            const float* w_group = w + group * Kg * crs;
-            // y's block: in place when the block lies in one image, else `out`.
-            float* c = out;
-            i64 ldc = cols;
-            if (blocks.per_image) {
-              const i64 n = J0 / PQ;
-              c = y + (n * g.K + group * Kg) * PQ + J0 % PQ;
-              ldc = PQ;
-            }
-            const float* b = col;
-            i64 ldb = cols;
-            if (g.is_pointwise() && blocks.per_image) {
-              b = x_group + (J0 / PQ) * g.C * g.H * g.W + J0 % PQ;
-              ldb = PQ;
-            } else {
-              for_each_image_piece(PQ, J0, J1, [&](i64 n, i64 j0, i64 j1, i64 at) {
-                im2col(g, x_group + n * g.C * g.H * g.W, j0, j1, 0, crs, col + at, cols);
-              });
-            }
-            gemm_serial(Trans::No, Trans::No, Kg, cols, crs, 1.0f, w_group, crs, b, ldb, 0.0f, c,
-                        ldc);
-            // Copy (when the block spans images) and add the bias while the block is in cache.
+void forward(const Conv2dGeometry& g, const Layout& l, float* scratch, const float* x,
+             const float* w, const float* bias, float* y) {
+  const i64 Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S, PQ = g.P * g.Q;
+  const ColumnBlocks& blocks = l.blocks;
+  const double ns_per_block =
+      static_cast<double>(blocks.width * crs) *
+      (kUnfoldNsPerElement + static_cast<double>(Kg) * cpu::kGemmNsPerMultiplyAdd);
+  parallel_for_slots(
+      0, g.groups * blocks.count, grain_for(ns_per_block), l.slots, [&](i64 i0, i64 i1, int slot) {
+        float* col = scratch + slot * l.lane_floats;
+        float* out = col + (g.is_pointwise() && blocks.per_image ? 0 : crs * blocks.width);
+        for (i64 i = i0; i < i1; ++i) {
+          const i64 group = i / blocks.count;
+          const auto [J0, J1] = blocks.range(i % blocks.count);
+          const i64 cols = J1 - J0;
+          const float* x_group = x + group * Cg * g.H * g.W;
+          const float* w_group = w + group * Kg * crs;
+          // y's block: in place when the block lies in one image, else `out`.
+          float* c = out;
+          i64 ldc = cols;
+          if (blocks.per_image) {
+            const i64 n = J0 / PQ;
+            c = y + (n * g.K + group * Kg) * PQ + J0 % PQ;
+            ldc = PQ;
+          }
+          const float* b = col;
+          i64 ldb = cols;
+          if (g.is_pointwise() && blocks.per_image) {
+            b = x_group + (J0 / PQ) * g.C * g.H * g.W + J0 % PQ;
+            ldb = PQ;
+          } else {
             for_each_image_piece(PQ, J0, J1, [&](i64 n, i64 j0, i64 j1, i64 at) {
-              for (i64 k = 0; k < Kg; ++k) {
-                float* dst = y + (n * g.K + group * Kg + k) * PQ + j0;
-                if (!blocks.per_image)
-                  std::memcpy(dst, out + k * cols + at, (j1 - j0) * sizeof(float));
-                if (bias != nullptr) {
-                  const float add = bias[group * Kg + k];
-                  for (i64 e = 0; e < j1 - j0; ++e) dst[e] += add;
-                }
-              }
+              im2col(g, x_group + n * g.C * g.H * g.W, j0, j1, 0, crs, col + at, cols);
             });
           }
-        });
-  }
-
-  void backward_data(Context& ctx, const Conv2dGeometry& g, const float* dy, const float* w,
-                     float* dx) const override {
-    if (is_depthwise(g)) return depthwise_backward_data(g, dy, w, dx);
-    const Layout l = layout(ctx, Conv2dOp::BackwardData, g);
-    float* scratch = workspace(ctx, l);
-    const i64 Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S, PQ = g.P * g.Q;
-    const i64 B = l.batch_images, batches_per_group = (g.N + B - 1) / B;
-    const i64 batches = g.groups * batches_per_group;
-    const double ns_per_column =
-        static_cast<double>(crs) *
-        (kUnfoldNsPerElement + static_cast<double>(Kg) * cpu::kGemmNsPerMultiplyAdd);
-
-    // One batch of images of one group, into the scratch lane `lane`:
-    // GEMM each block of a band into col, then fold the band, channels
-    // [0, Cg) at a time or in parallel.
-    auto run_batch = [&](i64 batch, float* lane, bool parallel_inside) {
-      const i64 group = batch / batches_per_group, n0 = (batch % batches_per_group) * B;
-      const i64 count = std::min(B, g.N - n0);
-      const float* w_group = w + group * Kg * crs;
-      auto dx_group = [&](i64 n) { return dx + (n * g.C + group * Cg) * g.H * g.W; };
-      for (i64 n = n0; n < n0 + count; ++n) std::fill_n(dx_group(n), Cg * g.H * g.W, 0.0f);
-      if (B > 1) {
-        // dy of the batch side by side, [Kg, count * PQ], then one GEMM and
-        // a fold per image.
-        const i64 ld = count * PQ;
-        float* col = lane;
-        float* gathered = lane + crs * B * PQ;
-        for (i64 b = 0; b < count; ++b)
-          for (i64 k = 0; k < Kg; ++k)
-            std::memcpy(gathered + k * ld + b * PQ, dy + ((n0 + b) * g.K + group * Kg + k) * PQ,
-                        PQ * sizeof(float));
-        gemm_serial(Trans::Yes, Trans::No, crs, ld, Kg, 1.0f, w_group, crs, gathered, ld, 0.0f, col,
-                    ld);
-        for (i64 b = 0; b < count; ++b)
-          col2im_add(g, col + b * PQ, ld, 0, PQ, 0, Cg, dx_group(n0 + b));
-        return;
-      }
-      const ColumnBlocks& blocks = l.blocks;  // per image: blocks of one image are consecutive
-      const float* dy_image = dy + (n0 * g.K + group * Kg) * PQ;
-      for (i64 first = 0; first < blocks.per_image_count; first += l.band_blocks) {
-        const i64 last = std::min(blocks.per_image_count, first + l.band_blocks);
-        const i64 j0 = first * blocks.width, j1 = std::min(PQ, last * blocks.width), ld = j1 - j0;
-        auto gemm_blocks = [&](i64 b0, i64 b1) {
-          for (i64 b = b0; b < b1; ++b) {
-            const i64 c0 = b * blocks.width, c1 = std::min(PQ, c0 + blocks.width);
-            gemm_serial(Trans::Yes, Trans::No, crs, c1 - c0, Kg, 1.0f, w_group, crs, dy_image + c0,
-                        PQ, 0.0f, lane + (c0 - j0), ld);
-          }
-        };
-        auto fold = [&](i64 c0, i64 c1) { col2im_add(g, lane, ld, j0, j1, c0, c1, dx_group(n0)); };
-        if (parallel_inside) {
-          parallel_for(first, last, grain_for(ns_per_column * static_cast<double>(blocks.width)),
-                       gemm_blocks);
-          parallel_for(0, Cg, grain_for(static_cast<double>(g.R * g.S * ld) * kUnfoldNsPerElement),
-                       fold);
-        } else {
-          gemm_blocks(first, last);
-          fold(0, Cg);
-        }
-      }
-    };
-
-    if (l.batch_parallel) {
-      parallel_for_slots(0, batches, 1, l.slots, [&](i64 b0, i64 b1, int slot) {
-        for (i64 b = b0; b < b1; ++b) run_batch(b, scratch + slot * l.lane_floats, false);
-      });
-    } else {
-      for (i64 b = 0; b < batches; ++b) run_batch(b, scratch, true);
-    }
-  }
-
-  void backward_filter(Context& ctx, const Conv2dGeometry& g, const float* x, const float* dy,
-                       float* dw) const override {
-    if (is_depthwise(g)) return depthwise_backward_filter(g, x, dy, dw);
-    const Layout l = layout(ctx, Conv2dOp::BackwardFilter, g);
-    float* scratch = workspace(ctx, l);
-    const i64 Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S, PQ = g.P * g.Q;
-    const ColumnBlocks& blocks = l.blocks;
-    // Blocks that span images read dy gathered once: [K, N*PQ].
-    float* gathered = scratch + l.slots * l.lane_floats;
-    const i64 NPQ = g.N * PQ;
-    if (!blocks.per_image) {
-      parallel_for(0, g.K * g.N, grain_for(static_cast<double>(PQ) * kStreamNsPerElement),
-                   [&](i64 i0, i64 i1) {
-                     for (i64 i = i0; i < i1; ++i) {
-                       const i64 k = i / g.N, n = i % g.N;
-                       std::memcpy(gathered + k * NPQ + n * PQ, dy + (n * g.K + k) * PQ,
-                                   PQ * sizeof(float));
-                     }
-                   });
-    }
-    const i64 rows = filter_rows(crs), units = (crs + rows - 1) / rows;
-    const double ns_per_unit =
-        static_cast<double>(rows * NPQ) *
-        (kUnfoldNsPerElement + static_cast<double>(Kg) * cpu::kGemmNsPerMultiplyAdd);
-    parallel_for_slots(
-        0, g.groups * units, grain_for(ns_per_unit), l.slots, [&](i64 i0, i64 i1, int slot) {
-          float* col = scratch + slot * l.lane_floats;
-          for (i64 i = i0; i < i1; ++i) {
-            const i64 group = i / units, r0 = (i % units) * rows;
-            const i64 r1 = std::min(crs, r0 + rows);
-            const float* x_group = x + group * Cg * g.H * g.W;
-            float* dw_block = dw + group * Kg * crs + r0;
-            float beta = 0.0f;  // the first block overwrites dw, later ones accumulate
-            for (i64 index = 0; index < blocks.count; ++index) {
-              const auto [J0, J1] = blocks.range(index);
-              const i64 cols = J1 - J0;
-              const float* a = gathered + group * Kg * NPQ + J0;
-              i64 lda = NPQ;
-              const float* b = col;
-              i64 ldb = cols;
-              if (blocks.per_image) {
-                const i64 n = J0 / PQ, j0 = J0 % PQ;
-                a = dy + (n * g.K + group * Kg) * PQ + j0;
-                lda = PQ;
-                if (g.is_pointwise()) {
-                  b = x_group + n * g.C * g.H * g.W + r0 * PQ + j0;
-                  ldb = PQ;
-                }
+          gemm_serial(Trans::No, Trans::No, Kg, cols, crs, 1.0f, w_group, crs, b, ldb, 0.0f, c,
+                      ldc);
+          // Copy (when the block spans images) and add the bias while the block is in cache.
+          for_each_image_piece(PQ, J0, J1, [&](i64 n, i64 j0, i64 j1, i64 at) {
+            for (i64 k = 0; k < Kg; ++k) {
+              float* dst = y + (n * g.K + group * Kg + k) * PQ + j0;
+              if (!blocks.per_image)
+                std::memcpy(dst, out + k * cols + at, (j1 - j0) * sizeof(float));
+              if (bias != nullptr) {
+                const float add = bias[group * Kg + k];
+                for (i64 e = 0; e < j1 - j0; ++e) dst[e] += add;
               }
-              if (b == col) {
-                for_each_image_piece(PQ, J0, J1, [&](i64 n, i64 j0, i64 j1, i64 at) {
-                  im2col(g, x_group + n * g.C * g.H * g.W, j0, j1, r0, r1, col + at, cols);
-                });
-              }
-              gemm_serial(Trans::No, Trans::Yes, Kg, r1 - r0, cols, 1.0f, a, lda, b, ldb, beta,
-                          dw_block, crs);
-              beta = 1.0f;
             }
-          }
-        });
-  }
+          });
+        }
+      });
+}
 
-  void backward_bias(Context&, const Conv2dGeometry& g, const float* dy, float* db) const override {
-    const i64 PQ = g.P * g.Q;
-    parallel_for(0, g.K, grain_for(static_cast<double>(g.N * PQ) * kStreamNsPerElement),
-                 [&](i64 k0, i64 k1) {
-                   for (i64 k = k0; k < k1; ++k) {
-                     // Double accumulation: the sum runs over N*P*Q terms, often millions.
-                     double sum = 0.0;
-                     for (i64 n = 0; n < g.N; ++n) {
-                       const float* row = dy + (n * g.K + k) * PQ;
-                       float partial = 0.0f;
-                       for (i64 e = 0; e < PQ; ++e) partial += row[e];
-                       sum += partial;
-                     }
-                     db[k] = static_cast<float>(sum);
+void backward_data(const Conv2dGeometry& g, const Layout& l, float* scratch, const float* dy,
+                   const float* w, float* dx) {
+  const i64 Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S, PQ = g.P * g.Q;
+  const i64 B = l.batch_images, batches_per_group = (g.N + B - 1) / B;
+  const i64 batches = g.groups * batches_per_group;
+  const double ns_per_column =
+      static_cast<double>(crs) *
+      (kUnfoldNsPerElement + static_cast<double>(Kg) * cpu::kGemmNsPerMultiplyAdd);
+
+  // One batch of images of one group, into the scratch lane `lane`:
+  // GEMM each block of a band into col, then fold the band, channels
+  // [0, Cg) at a time or in parallel.
+  auto run_batch = [&](i64 batch, float* lane, bool parallel_inside) {
+    const i64 group = batch / batches_per_group, n0 = (batch % batches_per_group) * B;
+    const i64 count = std::min(B, g.N - n0);
+    const float* w_group = w + group * Kg * crs;
+    auto dx_group = [&](i64 n) { return dx + (n * g.C + group * Cg) * g.H * g.W; };
+    for (i64 n = n0; n < n0 + count; ++n) std::fill_n(dx_group(n), Cg * g.H * g.W, 0.0f);
+    if (B > 1) {
+      // dy of the batch side by side, [Kg, count * PQ], then one GEMM and
+      // a fold per image.
+      const i64 ld = count * PQ;
+      float* col = lane;
+      float* gathered = lane + crs * B * PQ;
+      for (i64 b = 0; b < count; ++b)
+        for (i64 k = 0; k < Kg; ++k)
+          std::memcpy(gathered + k * ld + b * PQ, dy + ((n0 + b) * g.K + group * Kg + k) * PQ,
+                      PQ * sizeof(float));
+      gemm_serial(Trans::Yes, Trans::No, crs, ld, Kg, 1.0f, w_group, crs, gathered, ld, 0.0f, col,
+                  ld);
+      for (i64 b = 0; b < count; ++b)
+        col2im_add(g, col + b * PQ, ld, 0, PQ, 0, Cg, dx_group(n0 + b));
+      return;
+    }
+    const ColumnBlocks& blocks = l.blocks;  // per image: blocks of one image are consecutive
+    const float* dy_image = dy + (n0 * g.K + group * Kg) * PQ;
+    for (i64 first = 0; first < blocks.per_image_count; first += l.band_blocks) {
+      const i64 last = std::min(blocks.per_image_count, first + l.band_blocks);
+      const i64 j0 = first * blocks.width, j1 = std::min(PQ, last * blocks.width), ld = j1 - j0;
+      auto gemm_blocks = [&](i64 b0, i64 b1) {
+        for (i64 b = b0; b < b1; ++b) {
+          const i64 c0 = b * blocks.width, c1 = std::min(PQ, c0 + blocks.width);
+          gemm_serial(Trans::Yes, Trans::No, crs, c1 - c0, Kg, 1.0f, w_group, crs, dy_image + c0,
+                      PQ, 0.0f, lane + (c0 - j0), ld);
+        }
+      };
+      auto fold = [&](i64 c0, i64 c1) { col2im_add(g, lane, ld, j0, j1, c0, c1, dx_group(n0)); };
+      if (parallel_inside) {
+        parallel_for(first, last, grain_for(ns_per_column * static_cast<double>(blocks.width)),
+                     gemm_blocks);
+        parallel_for(0, Cg, grain_for(static_cast<double>(g.R * g.S * ld) * kUnfoldNsPerElement),
+                     fold);
+      } else {
+        gemm_blocks(first, last);
+        fold(0, Cg);
+      }
+    }
+  };
+
+  if (l.batch_parallel) {
+    parallel_for_slots(0, batches, 1, l.slots, [&](i64 b0, i64 b1, int slot) {
+      for (i64 b = b0; b < b1; ++b) run_batch(b, scratch + slot * l.lane_floats, false);
+    });
+  } else {
+    for (i64 b = 0; b < batches; ++b) run_batch(b, scratch, true);
+  }
+}
+
+void backward_filter(const Conv2dGeometry& g, const Layout& l, float* scratch, const float* x,
+                     const float* dy, float* dw) {
+  const i64 Cg = g.c_per_group(), Kg = g.k_per_group(), crs = Cg * g.R * g.S, PQ = g.P * g.Q;
+  const ColumnBlocks& blocks = l.blocks;
+  // Blocks that span images read dy gathered once: [K, N*PQ].
+  float* gathered = scratch + l.slots * l.lane_floats;
+  const i64 NPQ = g.N * PQ;
+  if (!blocks.per_image) {
+    parallel_for(0, g.K * g.N, grain_for(static_cast<double>(PQ) * kStreamNsPerElement),
+                 [&](i64 i0, i64 i1) {
+                   for (i64 i = i0; i < i1; ++i) {
+                     const i64 k = i / g.N, n = i % g.N;
+                     std::memcpy(gathered + k * NPQ + n * PQ, dy + (n * g.K + k) * PQ,
+                                 PQ * sizeof(float));
                    }
                  });
   }
+  const i64 rows = filter_rows(crs), units = (crs + rows - 1) / rows;
+  const double ns_per_unit =
+      static_cast<double>(rows * NPQ) *
+      (kUnfoldNsPerElement + static_cast<double>(Kg) * cpu::kGemmNsPerMultiplyAdd);
+  parallel_for_slots(
+      0, g.groups * units, grain_for(ns_per_unit), l.slots, [&](i64 i0, i64 i1, int slot) {
+        float* col = scratch + slot * l.lane_floats;
+        for (i64 i = i0; i < i1; ++i) {
+          const i64 group = i / units, r0 = (i % units) * rows;
+          const i64 r1 = std::min(crs, r0 + rows);
+          const float* x_group = x + group * Cg * g.H * g.W;
+          float* dw_block = dw + group * Kg * crs + r0;
+          float beta = 0.0f;  // the first block overwrites dw, later ones accumulate
+          for (i64 index = 0; index < blocks.count; ++index) {
+            const auto [J0, J1] = blocks.range(index);
+            const i64 cols = J1 - J0;
+            const float* a = gathered + group * Kg * NPQ + J0;
+            i64 lda = NPQ;
+            const float* b = col;
+            i64 ldb = cols;
+            if (blocks.per_image) {
+              const i64 n = J0 / PQ, j0 = J0 % PQ;
+              a = dy + (n * g.K + group * Kg) * PQ + j0;
+              lda = PQ;
+              if (g.is_pointwise()) {
+                b = x_group + n * g.C * g.H * g.W + r0 * PQ + j0;
+                ldb = PQ;
+              }
+            }
+            if (b == col) {
+              for_each_image_piece(PQ, J0, J1, [&](i64 n, i64 j0, i64 j1, i64 at) {
+                im2col(g, x_group + n * g.C * g.H * g.W, j0, j1, r0, r1, col + at, cols);
+              });
+            }
+            gemm_serial(Trans::No, Trans::Yes, Kg, r1 - r0, cols, 1.0f, a, lda, b, ldb, beta,
+                        dw_block, crs);
+            beta = 1.0f;
+          }
+        }
+      });
+}
 
-private:
-  static Layout layout(const Context& ctx, Conv2dOp op, const Conv2dGeometry& g) {
-    const int threads = available_threads();
-    switch (op) {
-      case Conv2dOp::Forward:
-        return forward_layout(ctx, g, threads);
-      case Conv2dOp::BackwardData:
-        return backward_data_layout(ctx, g, threads);
-      case Conv2dOp::BackwardFilter:
-        return backward_filter_layout(ctx, g, threads);
-      case Conv2dOp::BackwardBias:
-        break;
-    }
-    return {};
+void backward_bias(const Conv2dGeometry& g, const float* dy, float* db) {
+  const i64 PQ = g.P * g.Q;
+  parallel_for(0, g.K, grain_for(static_cast<double>(g.N * PQ) * kStreamNsPerElement),
+               [&](i64 k0, i64 k1) {
+                 for (i64 k = k0; k < k1; ++k) {
+                   // Double accumulation: the sum runs over N*P*Q terms, often millions.
+                   double sum = 0.0;
+                   for (i64 n = 0; n < g.N; ++n) {
+                     const float* row = dy + (n * g.K + k) * PQ;
+                     float partial = 0.0f;
+                     for (i64 e = 0; e < PQ; ++e) partial += row[e];
+                     sum += partial;
+                   }
+                   db[k] = static_cast<float>(sum);
+                 }
+               });
+}
+
+// ---------------------------------------------------------------- the engine
+
+Layout layout_for(const Conv2dProblem& p) {
+  switch (p.op) {
+    case Conv2dOp::Forward:
+      return forward_layout(p.options, p.g, p.threads);
+    case Conv2dOp::BackwardData:
+      return backward_data_layout(p.options, p.g, p.threads);
+    case Conv2dOp::BackwardFilter:
+      return backward_filter_layout(p.options, p.g, p.threads);
+    case Conv2dOp::BackwardBias:
+      break;
   }
+  return {};
+}
 
-  static float* workspace(Context& ctx, const Layout& l) {
-    const i64 floats = l.workspace_floats();
-    if (floats == 0) return nullptr;
-    return static_cast<float*>(
-        ctx.impl().workspace(static_cast<std::size_t>(floats) * sizeof(float)));
+std::string describe(const Conv2dProblem& p, const Layout& l) {
+  if (p.op == Conv2dOp::BackwardBias) return "cpu per-channel sums";
+  if (is_depthwise(p.g)) return "cpu depthwise direct loops";
+  std::string text = "cpu im2col + sgemm, " + std::to_string(l.blocks.width) + "-column blocks" +
+                     (l.blocks.per_image ? "" : " of several images") + ", " +
+                     std::to_string(l.slots) + " scratch slots";
+  if (p.op == Conv2dOp::BackwardData && l.batch_parallel) text += ", batches in parallel";
+  return text;
+}
+
+class CpuConv2d final : public Conv2dEngine {
+public:
+  Engine engine() const override { return Engine::Cpu; }
+
+  Planned<Conv2dKernel> plan(Context&, const Conv2dProblem& p) const override {
+    if (p.variant != 0) return Planned<Conv2dKernel>::no(no_kernel_variants(engine(), p.variant));
+    const Conv2dGeometry& g = p.g;
+    Layout l;
+    if (p.op != Conv2dOp::BackwardBias && !is_depthwise(g)) {
+      // OpenBLAS takes 32-bit dimensions and leading dimensions.
+      const i64 crs = g.c_per_group() * g.R * g.S;
+      const i64 largest = std::max({crs, g.K, g.P * g.Q * g.N, g.H * g.W});
+      if (largest > INT_MAX)
+        return Planned<Conv2dKernel>::no("a GEMM dimension (" + std::to_string(largest) +
+                                         ") exceeds OpenBLAS's 32-bit int");
+      l = layout_for(p);
+      if (!l.decline.empty()) return Planned<Conv2dKernel>::no(l.decline);
+    }
+    const auto bytes = static_cast<std::size_t>(l.workspace_floats()) * sizeof(float);
+    return {make_conv2d_kernel(engine(), bytes, describe(p, l),
+                               [g, l, op = p.op](Context&, const Conv2dArgs& a, void* workspace) {
+                                 auto* scratch = static_cast<float*>(workspace);
+                                 switch (op) {
+                                   case Conv2dOp::Forward:
+                                     if (is_depthwise(g))
+                                       return depthwise_forward(g, a.x, a.w, a.bias, a.y);
+                                     return forward(g, l, scratch, a.x, a.w, a.bias, a.y);
+                                   case Conv2dOp::BackwardData:
+                                     if (is_depthwise(g))
+                                       return depthwise_backward_data(g, a.dy, a.w, a.dx);
+                                     return backward_data(g, l, scratch, a.dy, a.w, a.dx);
+                                   case Conv2dOp::BackwardFilter:
+                                     if (is_depthwise(g))
+                                       return depthwise_backward_filter(g, a.x, a.dy, a.dw);
+                                     return backward_filter(g, l, scratch, a.x, a.dy, a.dw);
+                                   case Conv2dOp::BackwardBias:
+                                     return backward_bias(g, a.dy, a.db);
+                                 }
+                               }),
+            {}};
   }
 };
 

@@ -159,55 +159,56 @@ void backward_average_plane(const Pool2dGeometry& g, const Interior& interior, c
   }
 }
 
+void forward(const Pool2dGeometry& g, const float* x, float* y, std::int32_t* indices) {
+  switch (g.mode) {
+    case PoolMode::Max:
+      return forward_all<PoolMode::Max>(g, x, y, indices);
+    case PoolMode::AverageIncludePad:
+      return forward_all<PoolMode::AverageIncludePad>(g, x, y, nullptr);
+    case PoolMode::AverageExcludePad:
+      return forward_all<PoolMode::AverageExcludePad>(g, x, y, nullptr);
+  }
+}
+
+void backward(const Pool2dGeometry& g, const float* dy, float* dx, const std::int32_t* indices,
+              const float* x) {
+  const Interior interior = interior_columns(g);
+  const double ns_per_plane =
+      ns_per_output(g) * static_cast<double>(g.y_plane()) + static_cast<double>(g.x_plane());
+  parallel_for(0, g.planes(), grain_for(ns_per_plane), [&](i64 plane0, i64 plane1) {
+    for (i64 plane = plane0; plane < plane1; ++plane) {
+      const float* dy_plane = dy + plane * g.y_plane();
+      float* dx_plane = dx + plane * g.x_plane();
+      switch (g.mode) {
+        case PoolMode::Max:
+          backward_max_plane(g, interior, dy_plane, dx_plane,
+                             indices ? indices + plane * g.y_plane() : nullptr,
+                             indices ? nullptr : x + plane * g.x_plane());
+          break;
+        case PoolMode::AverageIncludePad:
+          backward_average_plane<PoolMode::AverageIncludePad>(g, interior, dy_plane, dx_plane);
+          break;
+        case PoolMode::AverageExcludePad:
+          backward_average_plane<PoolMode::AverageExcludePad>(g, interior, dy_plane, dx_plane);
+          break;
+      }
+    }
+  });
+}
+
 class CpuPool2d final : public Pool2dEngine {
 public:
   Engine engine() const override { return Engine::Cpu; }
-  Device::Kind device_kind() const override { return Device::Kind::Cpu; }
 
-  Support supports(const Context&, Pool2dOp, const Pool2dGeometry&,
-                   Pool2dSavedKind) const override {
-    return Support::yes();
-  }
-
-  void forward(Context&, const Pool2dGeometry& g, const float* x, float* y,
-               std::int32_t* indices) const override {
-    switch (g.mode) {
-      case PoolMode::Max:
-        forward_all<PoolMode::Max>(g, x, y, indices);
-        break;
-      case PoolMode::AverageIncludePad:
-        forward_all<PoolMode::AverageIncludePad>(g, x, y, nullptr);
-        break;
-      case PoolMode::AverageExcludePad:
-        forward_all<PoolMode::AverageExcludePad>(g, x, y, nullptr);
-        break;
-    }
-  }
-
-  void backward(Context&, const Pool2dGeometry& g, const float* dy, float* dx,
-                const std::int32_t* indices, const float* x, const float*) const override {
-    const Interior interior = interior_columns(g);
-    const double ns_per_plane =
-        ns_per_output(g) * static_cast<double>(g.y_plane()) + static_cast<double>(g.x_plane());
-    parallel_for(0, g.planes(), grain_for(ns_per_plane), [&](i64 plane0, i64 plane1) {
-      for (i64 plane = plane0; plane < plane1; ++plane) {
-        const float* dy_plane = dy + plane * g.y_plane();
-        float* dx_plane = dx + plane * g.x_plane();
-        switch (g.mode) {
-          case PoolMode::Max:
-            backward_max_plane(g, interior, dy_plane, dx_plane,
-                               indices ? indices + plane * g.y_plane() : nullptr,
-                               indices ? nullptr : x + plane * g.x_plane());
-            break;
-          case PoolMode::AverageIncludePad:
-            backward_average_plane<PoolMode::AverageIncludePad>(g, interior, dy_plane, dx_plane);
-            break;
-          case PoolMode::AverageExcludePad:
-            backward_average_plane<PoolMode::AverageExcludePad>(g, interior, dy_plane, dx_plane);
-            break;
-        }
-      }
-    });
+  Planned<Pool2dKernel> plan(Context&, const Pool2dProblem& p) const override {
+    if (p.variant != 0) return Planned<Pool2dKernel>::no(no_kernel_variants(engine(), p.variant));
+    return {make_pool2d_kernel(engine(), 0, "cpu border/interior loops",
+                               [g = p.g, op = p.op](Context&, const Pool2dArgs& a, void*) {
+                                 if (op == Pool2dOp::Forward)
+                                   return forward(g, a.x, a.y, a.indices_out);
+                                 backward(g, a.dy, a.dx, a.indices, a.saved_x);
+                               }),
+            {}};
   }
 };
 

@@ -166,12 +166,19 @@ void launch_backward_filter_direct(cudaStream_t stream, const ConvDims& d, const
   DLRT_CUDA_CHECK_LAUNCH();
 }
 
-void launch_backward_filter_implicit_gemm(Context& ctx, cudaStream_t stream, const ConvDims& d,
-                                          const float* x, const float* dy, float* dw) {
+// The depth split of variant 2's backward filter, chosen when the plan is
+// made; `partials` (splits > 1) holds splits * slice floats.
+int backward_filter_splits(const ConvDims& d, std::size_t workspace_limit_bytes) {
+  const BackwardFilterGemm gemm{d};
+  return choose_splits(grid_blocks(make_gemm_grid(gemm)), gemm.depth(), d.K * d.Cg * d.R * d.S,
+                       workspace_limit_bytes);
+}
+
+void launch_backward_filter_implicit_gemm(cudaStream_t stream, const ConvDims& d, int splits,
+                                          float* partials, const float* x, const float* dy,
+                                          float* dw) {
   const BackwardFilterGemm gemm{d};
   const int slice = d.K * d.Cg * d.R * d.S;
-  const int splits = choose_splits(grid_blocks(make_gemm_grid(gemm)), gemm.depth(), slice,
-                                   ctx.options().workspace_limit_bytes);
   const GemmGrid grid = make_gemm_grid(gemm, splits);
   const unsigned blocks = static_cast<unsigned>(grid_blocks(grid));
   if (grid.splits == 1) {
@@ -179,8 +186,6 @@ void launch_backward_filter_implicit_gemm(Context& ctx, cudaStream_t stream, con
     DLRT_CUDA_CHECK_LAUNCH();
     return;
   }
-  auto* partials = static_cast<float*>(
-      ctx.impl().workspace(static_cast<std::size_t>(grid.splits) * slice * sizeof(float)));
   implicit_gemm_kernel<<<blocks, kThreads, 0, stream>>>(gemm, grid, dy, x, nullptr, partials,
                                                         slice);
   DLRT_CUDA_CHECK_LAUNCH();
@@ -202,69 +207,70 @@ cudaStream_t prepare(Context& ctx) {
   return cuda_stream(ctx);
 }
 
-int pick_variant(Conv2dOp op, const ConvDims& d) {
-  const int variant = choose_variant(op, d, cuda_conv2d_variant());
-  log(LogLevel::Debug, to_string(op), ": cuda variant ", variant);
+const char* variant_name(int variant) { return variant == 1 ? "direct" : "implicit GEMM"; }
+
+// DLRT_CUDA_CONV2D_VARIANT, read once: the variant a plan uses when its
+// options leave the choice to the engine.
+int environment_variant() {
+  static const int variant =
+      variant_from_environment("DLRT_CUDA_CONV2D_VARIANT", kCudaConv2dVariants);
   return variant;
 }
 
 class CudaConv2d final : public Conv2dEngine {
 public:
   Engine engine() const override { return Engine::Cuda; }
-  Device::Kind device_kind() const override { return Device::Kind::Cuda; }
 
-  Support supports(const Context&, Conv2dOp op, const Conv2dGeometry& g) const override {
-    std::string why = index_limit_reason(op, g);
-    return why.empty() ? Support::yes() : Support::no(std::move(why));
-  }
-
-  void forward(Context& ctx, const Conv2dGeometry& g, const float* x, const float* w,
-               const float* bias, float* y) const override {
-    const ConvDims d = make_conv_dims(g);
-    const cudaStream_t stream = prepare(ctx);
-    switch (pick_variant(Conv2dOp::Forward, d)) {
-      case 1:
-        launch_forward_direct(stream, d, x, w, bias, y);
-        break;
-      default:
-        launch_forward_implicit_gemm(stream, d, x, w, bias, y);
-        break;
+  Planned<Conv2dKernel> plan(Context&, const Conv2dProblem& p) const override {
+    using Result = Planned<Conv2dKernel>;
+    if (std::string why = index_limit_reason(p.op, p.g); !why.empty()) return Result::no(why);
+    if (p.variant < 0 || p.variant > kCudaConv2dVariants)
+      return Result::no("engine cuda has conv2d variants 1 (direct) and 2 (implicit GEMM), not " +
+                        std::to_string(p.variant));
+    const ConvDims d = make_conv_dims(p.g);
+    const int asked = p.variant != 0 ? p.variant : environment_variant();
+    const int variant = choose_variant(p.op, d, asked);
+    if (p.variant != 0 && variant != p.variant)
+      return Result::no(
+          p.op == Conv2dOp::BackwardBias
+              ? std::string("conv2d_backward_bias has a single Cuda kernel")
+              : "variant " + std::to_string(p.variant) +
+                    " cannot run this problem (its grid would exceed 2^31 - 1 blocks)");
+    int splits = 1;
+    std::size_t bytes = 0;
+    if (p.op == Conv2dOp::BackwardFilter && variant == 2) {
+      splits = backward_filter_splits(d, p.options.workspace_limit_bytes);
+      if (splits > 1)
+        bytes = static_cast<std::size_t>(splits) * d.K * d.Cg * d.R * d.S * sizeof(float);
     }
-  }
-
-  void backward_data(Context& ctx, const Conv2dGeometry& g, const float* dy, const float* w,
-                     float* dx) const override {
-    const ConvDims d = make_conv_dims(g);
-    const cudaStream_t stream = prepare(ctx);
-    switch (pick_variant(Conv2dOp::BackwardData, d)) {
-      case 1:
-        launch_backward_data_direct(stream, d, dy, w, dx);
-        break;
-      default:
-        launch_backward_data_implicit_gemm(stream, d, dy, w, dx);
-        break;
-    }
-  }
-
-  void backward_filter(Context& ctx, const Conv2dGeometry& g, const float* x, const float* dy,
-                       float* dw) const override {
-    const ConvDims d = make_conv_dims(g);
-    const cudaStream_t stream = prepare(ctx);
-    switch (pick_variant(Conv2dOp::BackwardFilter, d)) {
-      case 1:
-        launch_backward_filter_direct(stream, d, x, dy, dw);
-        break;
-      default:
-        launch_backward_filter_implicit_gemm(ctx, stream, d, x, dy, dw);
-        break;
-    }
-  }
-
-  void backward_bias(Context& ctx, const Conv2dGeometry& g, const float* dy,
-                     float* db) const override {
-    const cudaStream_t stream = prepare(ctx);
-    launch_backward_bias_reduce(stream, static_cast<int>(g.N), static_cast<int>(g.K),
-                                static_cast<int>(g.P * g.Q), dy, db);
+    std::string text = p.op == Conv2dOp::BackwardBias
+                           ? std::string("cuda per-channel tree reduction")
+                           : "cuda variant " + std::to_string(variant) + " (" +
+                                 variant_name(variant) + ")" +
+                                 (splits > 1 ? ", depth split " + std::to_string(splits) : "");
+    log(LogLevel::Debug, to_string(p.op), ": ", text);
+    return {
+        make_conv2d_kernel(
+            engine(), bytes, std::move(text),
+            [d, variant, splits, op = p.op](Context& ctx, const Conv2dArgs& a, void* workspace) {
+              const cudaStream_t stream = prepare(ctx);
+              switch (op) {
+                case Conv2dOp::Forward:
+                  if (variant == 1) return launch_forward_direct(stream, d, a.x, a.w, a.bias, a.y);
+                  return launch_forward_implicit_gemm(stream, d, a.x, a.w, a.bias, a.y);
+                case Conv2dOp::BackwardData:
+                  if (variant == 1) return launch_backward_data_direct(stream, d, a.dy, a.w, a.dx);
+                  return launch_backward_data_implicit_gemm(stream, d, a.dy, a.w, a.dx);
+                case Conv2dOp::BackwardFilter:
+                  if (variant == 1)
+                    return launch_backward_filter_direct(stream, d, a.x, a.dy, a.dw);
+                  return launch_backward_filter_implicit_gemm(
+                      stream, d, splits, static_cast<float*>(workspace), a.x, a.dy, a.dw);
+                case Conv2dOp::BackwardBias:
+                  return launch_backward_bias_reduce(stream, d.N, d.K, d.P * d.Q, a.dy, a.db);
+              }
+            }),
+        {}};
   }
 };
 

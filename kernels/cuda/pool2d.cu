@@ -142,18 +142,16 @@ void launch_argmax(cudaStream_t stream, const Pool2dGeometry& g, const float* x,
   });
 }
 
-// Variant 1.
-void launch_backward_gather(Context& ctx, const Pool2dGeometry& g, const float* dy, float* dx,
-                            const std::int32_t* indices, const float* x) {
-  const cudaStream_t stream = cuda_stream(ctx);
+// Variant 1. Max without indices first finds the argmax of every window
+// into `argmax` (y's element count of i32, planned when it fits the
+// workspace limit; null otherwise, and the gather finds it per input).
+void launch_backward_gather(cudaStream_t stream, const Pool2dGeometry& g, const float* dy,
+                            float* dx, const std::int32_t* indices, const float* x,
+                            std::int32_t* argmax) {
   const Plane plane = plane_of(g);
-  if (g.mode == PoolMode::Max && indices == nullptr) {
-    const auto bytes = static_cast<std::size_t>(g.y_elements()) * sizeof(std::int32_t);
-    if (bytes <= ctx.options().workspace_limit_bytes) {
-      auto* argmax = static_cast<std::int32_t*>(ctx.impl().workspace(bytes));
-      launch_argmax(stream, g, x, argmax);
-      indices = argmax;
-    }
+  if (g.mode == PoolMode::Max && indices == nullptr && argmax != nullptr) {
+    launch_argmax(stream, g, x, argmax);
+    indices = argmax;
   }
   const std::int64_t count = g.x_elements();
   with_mode(g.mode, [&](auto mode) {
@@ -170,9 +168,8 @@ void launch_backward_gather(Context& ctx, const Pool2dGeometry& g, const float* 
 }
 
 // Variant 2.
-void launch_backward_scatter(Context& ctx, const Pool2dGeometry& g, const float* dy, float* dx,
-                             const std::int32_t* indices, const float* x) {
-  const cudaStream_t stream = cuda_stream(ctx);
+void launch_backward_scatter(cudaStream_t stream, const Pool2dGeometry& g, const float* dy,
+                             float* dx, const std::int32_t* indices, const float* x) {
   const Plane plane = plane_of(g);
   DLRT_CUDA_CHECK(
       cudaMemsetAsync(dx, 0, static_cast<std::size_t>(g.x_elements()) * sizeof(float), stream));
@@ -190,58 +187,70 @@ void launch_backward_scatter(Context& ctx, const Pool2dGeometry& g, const float*
   });
 }
 
-// The one dispatch point of the backward variants.
-void launch_backward(int variant, Context& ctx, const Pool2dGeometry& g, const float* dy, float* dx,
-                     const std::int32_t* indices, const float* x) {
-  switch (variant) {
-    case 1:
-      launch_backward_gather(ctx, g, dy, dx, indices, x);
-      return;
-    case 2:
-      launch_backward_scatter(ctx, g, dy, dx, indices, x);
-      return;
-    default:
-      throw Error(Error::Kind::Internal,
-                  "pool2d_backward: no Cuda backward variant " + std::to_string(variant));
-  }
+// DLRT_CUDA_POOL2D_BACKWARD_VARIANT, read once: the default of plans that
+// leave the choice to the engine.
+int environment_backward_variant() {
+  static const int variant =
+      variant_from_environment("DLRT_CUDA_POOL2D_BACKWARD_VARIANT", kCudaPool2dBackwardVariants);
+  return variant;
+}
+
+void forward(cudaStream_t stream, const Pool2dGeometry& g, const float* x, float* y,
+             std::int32_t* indices) {
+  const Plane plane = plane_of(g);
+  const std::int64_t count = g.y_elements();
+  with_mode(g.mode, [&](auto mode) {
+    with_index_type(g, [&](auto index) {
+      using Index = decltype(index);
+      forward_kernel<decltype(mode)::value, Index><<<blocks_for(count), kBlock, 0, stream>>>(
+          x, y, indices, plane, static_cast<Index>(count));
+      DLRT_CUDA_CHECK_LAUNCH();
+    });
+  });
 }
 
 class CudaPool2d final : public Pool2dEngine {
 public:
   Engine engine() const override { return Engine::Cuda; }
-  Device::Kind device_kind() const override { return Device::Kind::Cuda; }
 
-  Support supports(const Context&, Pool2dOp, const Pool2dGeometry& g,
-                   Pool2dSavedKind) const override {
+  Planned<Pool2dKernel> plan(Context&, const Pool2dProblem& p) const override {
+    using Result = Planned<Pool2dKernel>;
+    const Pool2dGeometry& g = p.g;
     if (!cuda_pool2d::fits_int(g.H, g.W, g.P, g.Q, g.window_h, g.window_w, g.pad_h, g.pad_w))
-      return Support::no("the kernels index a plane in int, but H*W = " +
-                         std::to_string(g.H * g.W) + ", P*Q = " + std::to_string(g.P * g.Q) +
-                         " or an extent plus pad plus window exceeds 2^31 - 1");
-    return Support::yes();
-  }
-
-  void forward(Context& ctx, const Pool2dGeometry& g, const float* x, float* y,
-               std::int32_t* indices) const override {
-    gpu::set_device(ctx.device().index);
-    const cudaStream_t stream = cuda_stream(ctx);
-    const Plane plane = plane_of(g);
-    const std::int64_t count = g.y_elements();
-    with_mode(g.mode, [&](auto mode) {
-      with_index_type(g, [&](auto index) {
-        using Index = decltype(index);
-        forward_kernel<decltype(mode)::value, Index><<<blocks_for(count), kBlock, 0, stream>>>(
-            x, y, indices, plane, static_cast<Index>(count));
-        DLRT_CUDA_CHECK_LAUNCH();
-      });
-    });
-  }
-
-  void backward(Context& ctx, const Pool2dGeometry& g, const float* dy, float* dx,
-                const std::int32_t* indices, const float* x, const float*) const override {
-    const int chosen = cuda_pool2d_backward_variant();
+      return Result::no("the kernels index a plane in int, but H*W = " + std::to_string(g.H * g.W) +
+                        ", P*Q = " + std::to_string(g.P * g.Q) +
+                        " or an extent plus pad plus window exceeds 2^31 - 1");
+    if (p.op == Pool2dOp::Forward && p.variant != 0)
+      return Result::no("pool2d_forward has a single Cuda kernel (variant " +
+                        std::to_string(p.variant) + " was asked for)");
+    if (p.variant < 0 || p.variant > kCudaPool2dBackwardVariants)
+      return Result::no(
+          "engine cuda has pool2d backward variants 1 (gather) and 2 (scatter), not " +
+          std::to_string(p.variant));
+    const int chosen = p.variant != 0 ? p.variant : environment_backward_variant();
     const int variant = chosen == 0 ? 1 : chosen;
-    gpu::set_device(ctx.device().index);
-    launch_backward(variant, ctx, g, dy, dx, indices, indices ? nullptr : x);
+    // The gather finds max pooling's argmax once per window when its i32
+    // map fits the workspace limit, else per input element.
+    std::size_t bytes = 0;
+    if (p.op == Pool2dOp::Backward && variant == 1 && p.saved == Pool2dSavedKind::Input) {
+      const auto argmax = static_cast<std::size_t>(g.y_elements()) * sizeof(std::int32_t);
+      if (argmax <= p.options.workspace_limit_bytes) bytes = argmax;
+    }
+    std::string text = p.op == Pool2dOp::Forward ? std::string("cuda one thread per output")
+                       : variant == 1            ? std::string("cuda variant 1 (gather)")
+                                                 : std::string("cuda variant 2 (atomic scatter)");
+    return {make_pool2d_kernel(
+                engine(), bytes, std::move(text),
+                [g, variant, op = p.op](Context& ctx, const Pool2dArgs& a, void* workspace) {
+                  gpu::set_device(ctx.device().index);
+                  const cudaStream_t stream = cuda_stream(ctx);
+                  if (op == Pool2dOp::Forward) return forward(stream, g, a.x, a.y, a.indices_out);
+                  if (variant == 2)
+                    return launch_backward_scatter(stream, g, a.dy, a.dx, a.indices, a.saved_x);
+                  launch_backward_gather(stream, g, a.dy, a.dx, a.indices, a.saved_x,
+                                         static_cast<std::int32_t*>(workspace));
+                }),
+            {}};
   }
 };
 

@@ -11,7 +11,7 @@
 // CUDNN_FMA_MATH, so no algorithm rounds its inputs to TF32: results agree
 // with an f32 reference to f32 tolerance.
 //
-// The algorithm of each problem is chosen once and cached on the context:
+// The algorithm of each problem is chosen once, when its plan is made:
 // AlgoSearch::Heuristic takes the first qualifying entry of cuDNN's _v7
 // heuristics, AlgoSearch::Exhaustive times every algorithm on the real
 // tensors (cudnnFind*AlgorithmEx) and takes the fastest qualifying one. An
@@ -26,12 +26,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <limits>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "dlrt/error.hpp"
+#include "dlrt/tensor.hpp"
 #include "kernels/cudnn/tensor_descriptor.hpp"
 #include "runtime/context_impl.hpp"
 #include "runtime/conv2d_engine.hpp"
@@ -302,35 +302,7 @@ struct OpTraits<Conv2dOp::BackwardFilter> {
   }
 };
 
-// ------------------------------------------------------------ the algorithm cache
-
-struct AlgoKey {
-  Conv2dOp op = Conv2dOp::Forward;
-  std::int64_t N = 0, C = 0, H = 0, W = 0, K = 0, R = 0, S = 0;
-  int pad_h = 0, pad_w = 0, stride_h = 0, stride_w = 0, dilation_h = 0, dilation_w = 0;
-  int groups = 0;
-  bool deterministic = false;
-  std::size_t workspace_limit = 0;
-  AlgoSearch search = AlgoSearch::Heuristic;
-
-  friend auto operator<=>(const AlgoKey&, const AlgoKey&) = default;
-};
-
-AlgoKey make_key(Conv2dOp op, const Conv2dGeometry& g, const ContextOptions& options,
-                 AlgoSearch search) {
-  AlgoKey key;
-  key.op = op;
-  key.N = g.N, key.C = g.C, key.H = g.H, key.W = g.W;
-  key.K = g.K, key.R = g.R, key.S = g.S;
-  key.pad_h = g.pad_h, key.pad_w = g.pad_w;
-  key.stride_h = g.stride_h, key.stride_w = g.stride_w;
-  key.dilation_h = g.dilation_h, key.dilation_w = g.dilation_w;
-  key.groups = g.groups;
-  key.deterministic = options.deterministic;
-  key.workspace_limit = options.workspace_limit_bytes;
-  key.search = search;
-  return key;
-}
+// ------------------------------------------------------------ choosing an algorithm
 
 struct AlgoChoice {
   bool ok = false;
@@ -339,19 +311,6 @@ struct AlgoChoice {
   std::size_t candidate_workspace = 0;  // the most any qualifying algorithm needs
   std::string reason;                   // why no algorithm qualifies, when !ok
 };
-
-struct AlgoCache {
-  std::map<AlgoKey, AlgoChoice> entries;
-};
-
-constexpr const char* kCacheName = "cudnn.conv2d";
-
-AlgoCache& algo_cache(Context& ctx) {
-  std::shared_ptr<void>& slot = ctx.impl().caches[kCacheName];
-  if (!slot)
-    slot = std::make_shared<AlgoCache>();  // the shared_ptr<void> keeps AlgoCache's deleter
-  return *static_cast<AlgoCache*>(slot.get());
-}
 
 bool is_not_supported(cudnnStatus_t status) {
   const int category = static_cast<int>(status) / 1000 * 1000;
@@ -452,27 +411,35 @@ AlgoChoice heuristic_choice(cudnnHandle_t handle, const Conv2dGeometry& g, const
   return choice;
 }
 
-// The fastest qualifying algorithm, timed on the real tensors. The search
-// overwrites the op's output, which the op then writes again. Algorithms
-// that need more workspace than any qualifying one are not timed, so the
-// scratch buffer stays as small as the heuristics allow.
+// The fastest qualifying algorithm, timed on scratch tensors of the
+// problem's shapes (cudnnFind*AlgorithmEx runs every algorithm on them).
+// Algorithms that need more workspace than any qualifying one are not
+// timed, so the scratch buffer stays as small as the heuristics allow.
 template <Conv2dOp Op>
-AlgoChoice exhaustive_choice(Context& ctx, cudnnHandle_t handle, const ConvDescriptors& d,
-                             const ContextOptions& options, const AlgoChoice& heuristic,
-                             const Operands& operands) {
+AlgoChoice exhaustive_choice(cudnnHandle_t handle, const Conv2dGeometry& g,
+                             const ConvDescriptors& d, const ContextOptions& options,
+                             const AlgoChoice& heuristic, Device device) {
   using T = OpTraits<Op>;
   const std::size_t scratch_bytes = heuristic.candidate_workspace;
   std::vector<typename T::Perf> perf(static_cast<std::size_t>(std::max(T::max_count(handle), 1)));
   int returned = 0;
   try {
-    void* scratch = scratch_bytes > 0 ? ctx.impl().workspace(scratch_bytes) : nullptr;
-    returned = T::find(handle, d, operands, scratch, scratch_bytes, perf);
+    const Shape xs{g.N, g.C, g.H, g.W}, ws{g.K, g.c_per_group(), g.R, g.S}, ys{g.N, g.K, g.P, g.Q};
+    // Forward reads x, w and writes y; backward data reads dy, w and writes
+    // dx; backward filter reads x, dy and writes dw (Operands' a, b, out).
+    const Shape a = Op == Conv2dOp::BackwardData ? ys : xs;
+    const Shape b = Op == Conv2dOp::BackwardFilter ? ys : ws;
+    const Shape out = Op == Conv2dOp::Forward ? ys : Op == Conv2dOp::BackwardData ? xs : ws;
+    Tensor ta = Tensor::zeros(a, device), tb = Tensor::zeros(b, device), tout(out, device);
+    Tensor scratch;
+    if (scratch_bytes > 0)
+      scratch = Tensor(Shape{static_cast<std::int64_t>((scratch_bytes + 3) / 4)}, device);
+    returned = T::find(handle, d, Operands{ta.data(), tb.data(), tout.data()},
+                       scratch_bytes > 0 ? scratch.data() : nullptr, scratch_bytes, perf);
   } catch (const Error& e) {
-    // The search is an optimisation: when it cannot run (the scratch buffer
-    // does not fit in device memory, or cuDNN refuses the search itself), the
-    // heuristic choice still qualifies, and the op must not fail with its
-    // output half-written by the search. A real device fault resurfaces at
-    // the op's own call.
+    // The search is an optimisation: when it cannot run (its buffers do not
+    // fit in device memory, or cuDNN refuses the search itself), the
+    // heuristic choice still qualifies.
     log(LogLevel::Debug, "cudnn ", to_string(Op), ": the exhaustive search failed (", e.what(),
         "); keeping the heuristic choice");
     return heuristic;
@@ -488,69 +455,27 @@ AlgoChoice exhaustive_choice(Context& ctx, cudnnHandle_t handle, const ConvDescr
       return choice;
     }
   }
-  // Every timed run failed: the heuristics' choice still qualifies.
   log(LogLevel::Debug, "cudnn ", to_string(Op), ": the exhaustive search found no usable ",
       "algorithm; keeping the heuristic choice");
   return heuristic;
 }
 
-// The cached algorithm for this problem under ctx's options, chosen on the
-// first call. Without operands only the heuristics are consulted (enough to
-// tell whether any algorithm qualifies); with them an exhaustive context
-// also runs its timed search.
+// The algorithm for this problem under the plan's options. Deterministic
+// mode keeps the heuristic choice even when the search is exhaustive: timing
+// noise could pick a different (if deterministic) algorithm in the next
+// process, and with it different rounding.
 template <Conv2dOp Op>
-AlgoChoice choose_algorithm(Context& ctx, cudnnHandle_t handle, const Conv2dGeometry& g,
-                            const ConvDescriptors& d, const Operands* operands) {
+AlgoChoice choose_algorithm(cudnnHandle_t handle, const Conv2dGeometry& g, const ConvDescriptors& d,
+                            const ContextOptions& options, Device device) {
   using T = OpTraits<Op>;
-  const ContextOptions options = ctx.options();
-  AlgoCache& cache = algo_cache(ctx);
-
-  const AlgoKey heuristic_key = make_key(Op, g, options, AlgoSearch::Heuristic);
-  auto found = cache.entries.find(heuristic_key);
-  if (found == cache.entries.end()) {
-    AlgoChoice choice = heuristic_choice<Op>(handle, g, d, options);
-    if (choice.ok)
-      log(LogLevel::Debug, "cudnn ", to_string(Op), ": heuristic algorithm ",
-          T::name(static_cast<typename T::Algo>(choice.algo)), ", workspace ",
-          choice.workspace_bytes, " bytes");
-    else
-      log(LogLevel::Debug, "cudnn ", to_string(Op), ": ", choice.reason);
-    found = cache.entries.emplace(heuristic_key, std::move(choice)).first;
-  }
-  const AlgoChoice heuristic = found->second;
-  // Deterministic mode keeps the heuristic choice even on an exhaustive
-  // context: timing noise could pick a different (if deterministic) algorithm
-  // in the next process, and with it different rounding.
-  if (options.algo_search == AlgoSearch::Heuristic || options.deterministic || !heuristic.ok ||
-      operands == nullptr)
-    return heuristic;
-
-  const AlgoKey exhaustive_key = make_key(Op, g, options, AlgoSearch::Exhaustive);
-  found = cache.entries.find(exhaustive_key);
-  if (found == cache.entries.end()) {
-    AlgoChoice choice = exhaustive_choice<Op>(ctx, handle, d, options, heuristic, *operands);
-    log(LogLevel::Debug, "cudnn ", to_string(Op), ": timed algorithm ",
+  AlgoChoice choice = heuristic_choice<Op>(handle, g, d, options);
+  if (choice.ok && options.algo_search == AlgoSearch::Exhaustive && !options.deterministic)
+    choice = exhaustive_choice<Op>(handle, g, d, options, choice, device);
+  if (choice.ok)
+    log(LogLevel::Debug, "cudnn ", to_string(Op), ": algorithm ",
         T::name(static_cast<typename T::Algo>(choice.algo)), ", workspace ", choice.workspace_bytes,
         " bytes");
-    found = cache.entries.emplace(exhaustive_key, std::move(choice)).first;
-  }
-  return found->second;
-}
-
-// The algorithm to run and the workspace it needs, or Error(Unsupported)
-// with the reason when none qualifies.
-template <Conv2dOp Op>
-AlgoChoice algorithm_for_run(Context& ctx, cudnnHandle_t handle, const Conv2dGeometry& g,
-                             const ConvDescriptors& d, const Operands& operands) {
-  AlgoChoice choice = choose_algorithm<Op>(ctx, handle, g, d, &operands);
-  if (!choice.ok)
-    throw Error(Error::Kind::Unsupported,
-                std::string(to_string(Op)) + ": engine cudnn: " + choice.reason);
   return choice;
-}
-
-void* workspace(Context& ctx, std::size_t bytes) {
-  return bytes > 0 ? ctx.impl().workspace(bytes) : nullptr;
 }
 
 void set_device(const Context& ctx) { DLRT_CUDA_CHECK(cudaSetDevice(ctx.device().index)); }
@@ -560,115 +485,121 @@ std::string over_int_limit(const char* what, std::int64_t count) {
          " elements, more than the 2^31 - 1 that cuDNN's int-sized descriptors can address";
 }
 
+// ------------------------------------------------------------ the kernel
+
+// The plan of one problem: its descriptors and algorithm, made once.
+class CudnnConv2dKernel final : public Conv2dKernel {
+public:
+  CudnnConv2dKernel(Conv2dOp op, const Conv2dGeometry& g, std::unique_ptr<ConvDescriptors> d,
+                    const AlgoChoice& choice, std::string description)
+      : Conv2dKernel(Engine::Cudnn, choice.workspace_bytes, std::move(description)),
+        op_(op),
+        d_(std::move(d)),
+        algo_(choice.algo) {
+    if (op == Conv2dOp::BackwardBias || op == Conv2dOp::Forward) set_bias_descriptor(bias_, g.K);
+  }
+
+  void run(Context& ctx, const Conv2dArgs& a, void* workspace) const override {
+    set_device(ctx);
+    cudnnHandle_t handle = cudnn_handle(ctx);
+    const std::size_t bytes = workspace_bytes();
+    switch (op_) {
+      case Conv2dOp::Forward:
+        // beta = 0: y is written without being read, so its old contents do not matter.
+        DLRT_CUDNN_CHECK(cudnnConvolutionForward(handle, &kOne, d_->x.get(), a.x, d_->w.get(), a.w,
+                                                 d_->conv.get(),
+                                                 static_cast<cudnnConvolutionFwdAlgo_t>(algo_),
+                                                 workspace, bytes, &kZero, d_->y.get(), a.y));
+        if (a.bias != nullptr)
+          DLRT_CUDNN_CHECK(
+              cudnnAddTensor(handle, &kOne, bias_.get(), a.bias, &kOne, d_->y.get(), a.y));
+        return;
+      case Conv2dOp::BackwardData:
+        DLRT_CUDNN_CHECK(cudnnConvolutionBackwardData(
+            handle, &kOne, d_->w.get(), a.w, d_->y.get(), a.dy, d_->conv.get(),
+            static_cast<cudnnConvolutionBwdDataAlgo_t>(algo_), workspace, bytes, &kZero,
+            d_->x.get(), a.dx));
+        return;
+      case Conv2dOp::BackwardFilter:
+        DLRT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(
+            handle, &kOne, d_->x.get(), a.x, d_->y.get(), a.dy, d_->conv.get(),
+            static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo_), workspace, bytes, &kZero,
+            d_->w.get(), a.dw));
+        return;
+      case Conv2dOp::BackwardBias:
+        // A single implementation, which cuDNN documents as reproducible; no workspace.
+        DLRT_CUDNN_CHECK(cudnnConvolutionBackwardBias(handle, &kOne, d_->y.get(), a.dy, &kZero,
+                                                      bias_.get(), a.db));
+        return;
+    }
+  }
+
+private:
+  Conv2dOp op_;
+  std::unique_ptr<ConvDescriptors> d_;
+  TensorDescriptor bias_;
+  int algo_;
+};
+
 // ------------------------------------------------------------ the engine
 
 class CudnnConv2d final : public Conv2dEngine {
 public:
   Engine engine() const override { return Engine::Cudnn; }
-  Device::Kind device_kind() const override { return Device::Kind::Cuda; }
 
-  Support supports(const Context& ctx, Conv2dOp op, const Conv2dGeometry& g) const override {
+  Planned<Conv2dKernel> plan(Context& ctx, const Conv2dProblem& p) const override {
+    using Result = Planned<Conv2dKernel>;
+    if (p.variant != 0) return Result::no(no_kernel_variants(engine(), p.variant));
+    const Conv2dGeometry& g = p.g;
     // Element counts bound every extent and every stride of the descriptors.
     if (g.y_elements() > kIntMax)
-      return Support::no(over_int_limit(op == Conv2dOp::Forward ? "y" : "dy", g.y_elements()));
-    if (op == Conv2dOp::BackwardBias) return Support::yes();  // deterministic, no workspace
-    if (g.x_elements() > kIntMax)
-      return Support::no(over_int_limit(op == Conv2dOp::BackwardData ? "dx" : "x", g.x_elements()));
-    if (g.w_elements() > kIntMax)
-      return Support::no(
-          over_int_limit(op == Conv2dOp::BackwardFilter ? "dw" : "w", g.w_elements()));
-
-    // Whether any algorithm qualifies under the context's workspace limit and
-    // determinism is cuDNN's to say. Asking needs the context's cuDNN handle
-    // and algorithm cache, which are created lazily inside Context::Impl; that
-    // object lives on the heap and is never const, so filling them in through
-    // a const Context is well defined. The answer is cached for the run.
-    Context& mutable_ctx = const_cast<Context&>(ctx);
+      return Result::no(over_int_limit(p.op == Conv2dOp::Forward ? "y" : "dy", g.y_elements()));
+    if (p.op != Conv2dOp::BackwardBias) {
+      if (g.x_elements() > kIntMax)
+        return Result::no(
+            over_int_limit(p.op == Conv2dOp::BackwardData ? "dx" : "x", g.x_elements()));
+      if (g.w_elements() > kIntMax)
+        return Result::no(
+            over_int_limit(p.op == Conv2dOp::BackwardFilter ? "dw" : "w", g.w_elements()));
+    }
+    // Whether any algorithm qualifies under the workspace limit and
+    // determinism is cuDNN's to say, through the context's handle.
     try {
-      set_device(mutable_ctx);
-      cudnnHandle_t handle = cudnn_handle(mutable_ctx);
-      const ConvDescriptors d(g);
+      set_device(ctx);
+      cudnnHandle_t handle = cudnn_handle(ctx);
+      auto d = std::make_unique<ConvDescriptors>(g);
       AlgoChoice choice;
-      switch (op) {
+      std::string name;
+      switch (p.op) {
         case Conv2dOp::Forward:
-          choice = choose_algorithm<Conv2dOp::Forward>(mutable_ctx, handle, g, d, nullptr);
+          choice = choose_algorithm<Conv2dOp::Forward>(handle, g, *d, p.options, ctx.device());
+          name = OpTraits<Conv2dOp::Forward>::name(
+              static_cast<cudnnConvolutionFwdAlgo_t>(choice.algo));
           break;
         case Conv2dOp::BackwardData:
-          choice = choose_algorithm<Conv2dOp::BackwardData>(mutable_ctx, handle, g, d, nullptr);
+          choice = choose_algorithm<Conv2dOp::BackwardData>(handle, g, *d, p.options, ctx.device());
+          name = OpTraits<Conv2dOp::BackwardData>::name(
+              static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algo));
           break;
         case Conv2dOp::BackwardFilter:
-          choice = choose_algorithm<Conv2dOp::BackwardFilter>(mutable_ctx, handle, g, d, nullptr);
+          choice =
+              choose_algorithm<Conv2dOp::BackwardFilter>(handle, g, *d, p.options, ctx.device());
+          name = OpTraits<Conv2dOp::BackwardFilter>::name(
+              static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algo));
           break;
         case Conv2dOp::BackwardBias:
-          return Support::yes();
+          choice.ok = true;
+          name = "cudnnConvolutionBackwardBias";
+          break;
       }
-      return choice.ok ? Support::yes() : Support::no(choice.reason);
+      if (!choice.ok) return Result::no(choice.reason);
+      return {std::make_shared<CudnnConv2dKernel>(p.op, g, std::move(d), choice, "cudnn " + name),
+              {}};
     } catch (const Error& e) {
       // The error becomes the answer; clear it so that no later launch check reports it again.
       static_cast<void>(cudaGetLastError());
-      return Support::no(std::string("cuDNN could not be asked about this problem: ") + e.what());
+      return Result::no(std::string("cuDNN could not be asked about this problem: ") + e.what());
     }
-  }
-
-  void forward(Context& ctx, const Conv2dGeometry& g, const float* x, const float* w,
-               const float* bias, float* y) const override {
-    set_device(ctx);
-    cudnnHandle_t handle = cudnn_handle(ctx);
-    const ConvDescriptors d(g);
-    const AlgoChoice choice =
-        algorithm_for_run<Conv2dOp::Forward>(ctx, handle, g, d, Operands{x, w, y});
-    void* scratch = workspace(ctx, choice.workspace_bytes);
-    // beta = 0: y is written without being read, so its old contents do not matter.
-    DLRT_CUDNN_CHECK(
-        cudnnConvolutionForward(handle, &kOne, d.x.get(), x, d.w.get(), w, d.conv.get(),
-                                static_cast<cudnnConvolutionFwdAlgo_t>(choice.algo), scratch,
-                                choice.workspace_bytes, &kZero, d.y.get(), y));
-    if (bias != nullptr) {
-      TensorDescriptor bias_desc;
-      set_bias_descriptor(bias_desc, g.K);
-      DLRT_CUDNN_CHECK(cudnnAddTensor(handle, &kOne, bias_desc.get(), bias, &kOne, d.y.get(), y));
-    }
-  }
-
-  void backward_data(Context& ctx, const Conv2dGeometry& g, const float* dy, const float* w,
-                     float* dx) const override {
-    set_device(ctx);
-    cudnnHandle_t handle = cudnn_handle(ctx);
-    const ConvDescriptors d(g);
-    const AlgoChoice choice =
-        algorithm_for_run<Conv2dOp::BackwardData>(ctx, handle, g, d, Operands{dy, w, dx});
-    void* scratch = workspace(ctx, choice.workspace_bytes);
-    DLRT_CUDNN_CHECK(
-        cudnnConvolutionBackwardData(handle, &kOne, d.w.get(), w, d.y.get(), dy, d.conv.get(),
-                                     static_cast<cudnnConvolutionBwdDataAlgo_t>(choice.algo),
-                                     scratch, choice.workspace_bytes, &kZero, d.x.get(), dx));
-  }
-
-  void backward_filter(Context& ctx, const Conv2dGeometry& g, const float* x, const float* dy,
-                       float* dw) const override {
-    set_device(ctx);
-    cudnnHandle_t handle = cudnn_handle(ctx);
-    const ConvDescriptors d(g);
-    const AlgoChoice choice =
-        algorithm_for_run<Conv2dOp::BackwardFilter>(ctx, handle, g, d, Operands{x, dy, dw});
-    void* scratch = workspace(ctx, choice.workspace_bytes);
-    DLRT_CUDNN_CHECK(
-        cudnnConvolutionBackwardFilter(handle, &kOne, d.x.get(), x, d.y.get(), dy, d.conv.get(),
-                                       static_cast<cudnnConvolutionBwdFilterAlgo_t>(choice.algo),
-                                       scratch, choice.workspace_bytes, &kZero, d.w.get(), dw));
-  }
-
-  // cudnnConvolutionBackwardBias has a single implementation, which cuDNN
-  // documents as reproducible, and needs no workspace.
-  void backward_bias(Context& ctx, const Conv2dGeometry& g, const float* dy,
-                     float* db) const override {
-    set_device(ctx);
-    cudnnHandle_t handle = cudnn_handle(ctx);
-    TensorDescriptor dy_desc, db_desc;
-    dy_desc.set(g.N, g.K, g.P, g.Q);
-    set_bias_descriptor(db_desc, g.K);
-    DLRT_CUDNN_CHECK(
-        cudnnConvolutionBackwardBias(handle, &kOne, dy_desc.get(), dy, &kZero, db_desc.get(), db));
   }
 };
 

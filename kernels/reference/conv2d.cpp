@@ -1,6 +1,6 @@
 // The Reference convolution engine: the definition as loops (conv2d.hpp),
 // instantiated for float. Every other engine is tested against it, so it
-// stays obvious rather than fast.
+// stays obvious rather than fast; its plan is the geometry and nothing else.
 #include "kernels/reference/conv2d.hpp"
 
 #include "runtime/conv2d_engine.hpp"
@@ -11,25 +11,23 @@ namespace {
 class ReferenceConv2d final : public Conv2dEngine {
 public:
   Engine engine() const override { return Engine::Reference; }
-  Device::Kind device_kind() const override { return Device::Kind::Cpu; }
 
-  Support supports(const Context&, Conv2dOp, const Conv2dGeometry&) const override {
-    return Support::yes();
-  }
-  void forward(Context&, const Conv2dGeometry& g, const float* x, const float* w, const float* bias,
-               float* y) const override {
-    reference::conv2d_forward(g, x, w, bias, y);
-  }
-  void backward_data(Context&, const Conv2dGeometry& g, const float* dy, const float* w,
-                     float* dx) const override {
-    reference::conv2d_backward_data(g, dy, w, dx);
-  }
-  void backward_filter(Context&, const Conv2dGeometry& g, const float* x, const float* dy,
-                       float* dw) const override {
-    reference::conv2d_backward_filter(g, x, dy, dw);
-  }
-  void backward_bias(Context&, const Conv2dGeometry& g, const float* dy, float* db) const override {
-    reference::conv2d_backward_bias(g, dy, db);
+  Planned<Conv2dKernel> plan(Context&, const Conv2dProblem& p) const override {
+    if (p.variant != 0) return Planned<Conv2dKernel>::no(no_kernel_variants(engine(), p.variant));
+    return {make_conv2d_kernel(engine(), 0, "reference loops, double accumulation",
+                               [g = p.g, op = p.op](Context&, const Conv2dArgs& a, void*) {
+                                 switch (op) {
+                                   case Conv2dOp::Forward:
+                                     return reference::conv2d_forward(g, a.x, a.w, a.bias, a.y);
+                                   case Conv2dOp::BackwardData:
+                                     return reference::conv2d_backward_data(g, a.dy, a.w, a.dx);
+                                   case Conv2dOp::BackwardFilter:
+                                     return reference::conv2d_backward_filter(g, a.x, a.dy, a.dw);
+                                   case Conv2dOp::BackwardBias:
+                                     return reference::conv2d_backward_bias(g, a.dy, a.db);
+                                 }
+                               }),
+            {}};
   }
 };
 

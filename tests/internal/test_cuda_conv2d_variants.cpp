@@ -1,12 +1,11 @@
 // Every numbered kernel variant of the Cuda convolution engine against the
-// Reference engine, forced one at a time. Runs where a GPU is; elsewhere the
-// tests skip with the reason (the variants' index arithmetic is covered on
-// the CPU by test_cuda_conv2d_tiling.cpp).
+// Reference engine, forced one at a time through the plan option. Runs where
+// a GPU is; elsewhere the tests skip with the reason (the variants' index
+// arithmetic is covered on the CPU by test_cuda_conv2d_tiling.cpp).
 #include <gtest/gtest.h>
 
 #include <tuple>
 
-#include "kernels/cuda/conv2d_variants.hpp"
 #include "support/test_support.hpp"
 
 namespace dlrt {
@@ -26,15 +25,12 @@ const VariantCase kVariantCases[] = {
     {"depthwise", {2, 8, 9, 9}, {8, 1, 3, 3}, {1, 1, 1, 1, 1, 1, 8}},
 };
 
-class CudaConv2dVariants : public ::testing::TestWithParam<std::tuple<int, VariantCase>> {
-protected:
-  void TearDown() override { detail::set_cuda_conv2d_variant(0); }
-};
+class CudaConv2dVariants : public ::testing::TestWithParam<std::tuple<int, VariantCase>> {};
 
 TEST_P(CudaConv2dVariants, MatchReference) {
   DLRT_SKIP_UNLESS_ENGINE_RUNS(Engine::Cuda);
   const auto& [variant, c] = GetParam();
-  detail::set_cuda_conv2d_variant(variant);
+  const Conv2dPlanOptions forced{Engine::Cuda, variant};
   const Shape ys = conv2d_output_shape(c.x, c.w, c.params);
   const Device gpu = Device::cuda(0);
   Context ref, ctx(gpu);
@@ -49,9 +45,11 @@ TEST_P(CudaConv2dVariants, MatchReference) {
 
   Tensor xg = x.to(gpu), wg = w.to(gpu), dyg = dy.to(gpu), bg = bias.to(gpu);
   Tensor y = test::poisoned(ys, gpu), dx = test::poisoned(c.x, gpu), dw = test::poisoned(c.w, gpu);
-  conv2d_forward(ctx, xg, wg, &bg, y, c.params, Engine::Cuda);
-  conv2d_backward_data(ctx, dyg, wg, dx, c.params, Engine::Cuda);
-  conv2d_backward_filter(ctx, xg, dyg, dw, c.params, Engine::Cuda);
+  Conv2dPlan(ctx, Conv2dOp::Forward, c.x, c.w, c.params, forced).forward(ctx, xg, wg, &bg, y);
+  Conv2dPlan(ctx, Conv2dOp::BackwardData, c.x, c.w, c.params, forced)
+      .backward_data(ctx, dyg, wg, dx);
+  Conv2dPlan(ctx, Conv2dOp::BackwardFilter, c.x, c.w, c.params, forced)
+      .backward_filter(ctx, xg, dyg, dw);
   const std::int64_t crs = c.w[1] * c.w[2] * c.w[3];
   EXPECT_TRUE(test::all_close(y.to_vector(), y_ref.to_vector(), crs));
   EXPECT_TRUE(test::all_close(dx.to_vector(), dx_ref.to_vector(), c.w[0] * c.w[2] * c.w[3]));
@@ -66,13 +64,21 @@ INSTANTIATE_TEST_SUITE_P(Forced, CudaConv2dVariants,
                                   std::get<1>(param_info.param).name;
                          });
 
-TEST(CudaConv2dVariantSetting, RejectsUnknownVariants) {
-  EXPECT_TRUE(test::throws_error([] { detail::set_cuda_conv2d_variant(7); },
-                                 Error::Kind::InvalidArgument, {"'variant'", "7"}));
-  detail::set_cuda_conv2d_variant(2);
-  EXPECT_EQ(detail::cuda_conv2d_variant(), 2);
-  detail::set_cuda_conv2d_variant(0);
-  EXPECT_EQ(detail::cuda_conv2d_variant(), 0);
+TEST(CudaConv2dVariantSetting, UnknownVariantsAreDeclinedWithTheReason) {
+  DLRT_SKIP_UNLESS_ENGINE_RUNS(Engine::Cuda);
+  Context ctx(Device::cuda(0));
+  EXPECT_TRUE(test::throws_error(
+      [&] {
+        Conv2dPlan(ctx, Conv2dOp::Forward, {1, 2, 5, 5}, {2, 2, 3, 3}, {}, {Engine::Cuda, 7});
+      },
+      Error::Kind::Unsupported, {"variant", "7", "1 (direct)"}));
+  EXPECT_TRUE(test::throws_error(
+      [&] {
+        Conv2dPlan(ctx, Conv2dOp::BackwardBias, {1, 2, 5, 5}, {2, 2, 3, 3}, {}, {Engine::Cuda, 2});
+      },
+      Error::Kind::Unsupported, {"single Cuda kernel"}));
+  const Conv2dPlan plan(ctx, Conv2dOp::Forward, {1, 2, 5, 5}, {2, 2, 3, 3}, {}, {Engine::Cuda, 1});
+  EXPECT_NE(plan.description().find("variant 1"), std::string::npos) << plan.description();
 }
 
 }  // namespace

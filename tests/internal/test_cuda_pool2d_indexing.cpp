@@ -390,33 +390,16 @@ TEST(CudaPool2dIndexing, BackwardVariantParsing) {
   EXPECT_EQ(parse_cuda_pool2d_backward_variant("x"), -1);
 }
 
-TEST(CudaPool2dIndexing, BackwardVariantSettingIsValidated) {
-  const int before = cuda_pool2d_backward_variant();
-  EXPECT_TRUE(test::throws_error([] { set_cuda_pool2d_backward_variant(3); },
-                                 Error::Kind::InvalidArgument, {"'variant'", "3"}));
-  EXPECT_TRUE(test::throws_error([] { set_cuda_pool2d_backward_variant(-1); },
-                                 Error::Kind::InvalidArgument, {"'variant'", "-1"}));
-  EXPECT_EQ(cuda_pool2d_backward_variant(), before);
-  set_cuda_pool2d_backward_variant(2);
-  EXPECT_EQ(cuda_pool2d_backward_variant(), 2);
-  set_cuda_pool2d_backward_variant(before);
-}
-
 // On a GPU, the real kernels: both backward variants, and the gather's two
 // ways to find the argmax from x and y (an argmax pass into the workspace,
 // or, with no workspace allowed, each thread finding it again).
 TEST(CudaPool2dKernels, BackwardVariantsMatchReferenceOnTheGpu) {
   DLRT_SKIP_UNLESS_ENGINE_RUNS(Engine::Cuda);
-  struct RestoreVariant {
-    int saved = cuda_pool2d_backward_variant();
-    ~RestoreVariant() { set_cuda_pool2d_backward_variant(saved); }
-  } restore;
   const Device gpu = Device::cuda(0);
   Context ctx(gpu);
   Reference reference;
   std::uint64_t seed = 5000;
   for (const int variant : {1, 2}) {
-    set_cuda_pool2d_backward_variant(variant);
     for (Problem pr : table())
       for (PoolMode mode :
            {PoolMode::Max, PoolMode::AverageIncludePad, PoolMode::AverageExcludePad}) {
@@ -436,7 +419,9 @@ TEST(CudaPool2dKernels, BackwardVariantsMatchReferenceOnTheGpu) {
           for (const std::size_t limit : {std::size_t{512} << 20, std::size_t{0}}) {
             ctx.set_workspace_limit(limit);
             Tensor dx = test::poisoned(pr.x, gpu);
-            pool2d_backward(ctx, dy_gpu, dx, pr.params, saved, Engine::Cuda);
+            const Pool2dPlan plan(ctx, Pool2dOp::Backward, pr.x, pr.params,
+                                  saved.indices != nullptr, {Engine::Cuda, variant});
+            plan.backward(ctx, dy_gpu, dx, saved);
             ctx.synchronize();
             const std::vector<float> got = dx.to_vector();
             if (mode == PoolMode::Max && variant == 1) {

@@ -25,8 +25,22 @@ Tensor poisoned(const Shape& shape, Device device) {
   return Tensor::full(shape, std::numeric_limits<float>::quiet_NaN(), device);
 }
 
+std::vector<Engine> engines_of(OpFamily family) { return engines_of(family, false); }
+
+std::vector<Engine> engines_of(OpFamily family, bool without_reference) {
+  std::vector<Engine> engines;
+  if (!without_reference) engines.push_back(Engine::Reference);
+  for (Engine e : registered_engines(family))
+    if (e != Engine::Reference) engines.push_back(e);
+  return engines;
+}
+
+std::string engine_name(const ::testing::TestParamInfo<Engine>& info) {
+  return to_string(info.param);
+}
+
 Device device_for(Engine engine) {
-  return engine == Engine::Cuda || engine == Engine::Cudnn ? Device::cuda(0) : Device::cpu();
+  return engine_device(engine) == Device::Kind::Cuda ? Device::cuda(0) : Device::cpu();
 }
 
 std::string engine_unavailable(Engine engine) {

@@ -20,6 +20,13 @@ Tensor random_tensor(const Shape& shape, std::uint64_t seed, Device device = Dev
 // Filled with NaN, so that an element an engine forgets to write fails the comparison.
 Tensor poisoned(const Shape& shape, Device device = Device::cpu());
 
+// The engines of `family` from the library's table (Reference first when
+// kept, then Auto's order), for parameterised tests; without_reference drops
+// the oracle, for tables that compare every engine against it.
+std::vector<Engine> engines_of(OpFamily family);
+std::vector<Engine> engines_of(OpFamily family, bool without_reference);
+std::string engine_name(const ::testing::TestParamInfo<Engine>& info);
+
 // The device an engine's tensors live on.
 Device device_for(Engine engine);
 // Empty when `engine` can run on this machine, otherwise why not (no GPU,
