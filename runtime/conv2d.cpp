@@ -225,6 +225,7 @@ Shape conv2d_output_shape(const Shape& x, const Shape& w, const Conv2dParams& pa
 Engine conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias, Tensor& y,
                       const Conv2dParams& params, Engine engine) {
   constexpr const char* op = "conv2d_forward";
+  detail::ContextUse use(ctx, op);
   check_engine_value(op, engine);
   const Device device = ctx.device();
   check_tensor(op, "x", x, 4, device);
@@ -242,6 +243,7 @@ Engine conv2d_forward(Context& ctx, const Tensor& x, const Tensor& w, const Tens
 Engine conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
                             const Conv2dParams& params, Engine engine) {
   constexpr const char* op = "conv2d_backward_data";
+  detail::ContextUse use(ctx, op);
   check_engine_value(op, engine);
   const Device device = ctx.device();
   check_tensor(op, "dy", dy, 4, device);
@@ -260,6 +262,7 @@ Engine conv2d_backward_data(Context& ctx, const Tensor& dy, const Tensor& w, Ten
 Engine conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw,
                               const Conv2dParams& params, Engine engine) {
   constexpr const char* op = "conv2d_backward_filter";
+  detail::ContextUse use(ctx, op);
   check_engine_value(op, engine);
   const Device device = ctx.device();
   check_tensor(op, "x", x, 4, device);
@@ -276,6 +279,7 @@ Engine conv2d_backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, T
 
 Engine conv2d_backward_bias(Context& ctx, const Tensor& dy, Tensor& db, Engine engine) {
   constexpr const char* op = "conv2d_backward_bias";
+  detail::ContextUse use(ctx, op);
   check_engine_value(op, engine);
   const Device device = ctx.device();
   check_tensor(op, "dy", dy, 4, device);
@@ -293,6 +297,7 @@ Engine conv2d_backward_bias(Context& ctx, const Tensor& dy, Tensor& db, Engine e
 EngineQuery conv2d_query(Context& ctx, Conv2dOp op, const Shape& x, const Shape& w,
                          const Conv2dParams& params, Engine engine) {
   constexpr const char* name = "conv2d_query";
+  detail::ContextUse use(ctx, name);
   check_engine_value(name, engine);
   check_op(name, op);
   output_shape(name, "x", x, "w", w, params);
@@ -306,6 +311,7 @@ EngineQuery conv2d_query(Context& ctx, Conv2dOp op, const Shape& x, const Shape&
 Conv2dPlan::Conv2dPlan(Context& ctx, Conv2dOp op, const Shape& x, const Shape& w,
                        const Conv2dParams& params, const Conv2dPlanOptions& options) {
   constexpr const char* name = "Conv2dPlan";
+  detail::ContextUse use(ctx, name);
   check_engine_value(name, options.engine);
   check_op(name, op);
   output_shape(name, "x", x, "w", w, params);
@@ -338,6 +344,7 @@ void check_plan_op(std::string_view op, const Conv2dPlanState& s, Conv2dOp calle
 void Conv2dPlan::forward(Context& ctx, const Tensor& x, const Tensor& w, const Tensor* bias,
                          Tensor& y, Tensor* workspace) const {
   constexpr const char* op = "Conv2dPlan::forward";
+  detail::ContextUse use(ctx, op);
   const Conv2dPlanState& s = *state_;
   check_plan_op(op, s, Conv2dOp::Forward);
   check_plan_device(op, ctx, s.device);
@@ -355,6 +362,7 @@ void Conv2dPlan::forward(Context& ctx, const Tensor& x, const Tensor& w, const T
 void Conv2dPlan::backward_data(Context& ctx, const Tensor& dy, const Tensor& w, Tensor& dx,
                                Tensor* workspace) const {
   constexpr const char* op = "Conv2dPlan::backward_data";
+  detail::ContextUse use(ctx, op);
   const Conv2dPlanState& s = *state_;
   check_plan_op(op, s, Conv2dOp::BackwardData);
   check_plan_device(op, ctx, s.device);
@@ -372,6 +380,7 @@ void Conv2dPlan::backward_data(Context& ctx, const Tensor& dy, const Tensor& w, 
 void Conv2dPlan::backward_filter(Context& ctx, const Tensor& x, const Tensor& dy, Tensor& dw,
                                  Tensor* workspace) const {
   constexpr const char* op = "Conv2dPlan::backward_filter";
+  detail::ContextUse use(ctx, op);
   const Conv2dPlanState& s = *state_;
   check_plan_op(op, s, Conv2dOp::BackwardFilter);
   check_plan_device(op, ctx, s.device);
@@ -389,6 +398,7 @@ void Conv2dPlan::backward_filter(Context& ctx, const Tensor& x, const Tensor& dy
 void Conv2dPlan::backward_bias(Context& ctx, const Tensor& dy, Tensor& db,
                                Tensor* workspace) const {
   constexpr const char* op = "Conv2dPlan::backward_bias";
+  detail::ContextUse use(ctx, op);
   const Conv2dPlanState& s = *state_;
   check_plan_op(op, s, Conv2dOp::BackwardBias);
   check_plan_device(op, ctx, s.device);

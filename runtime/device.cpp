@@ -26,7 +26,11 @@ const Probe& probe() {
 }  // namespace
 
 std::string to_string(Device device) {
-  return device.is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(device.index);
+  if (device.is_cpu())
+    return device.index == 0 ? std::string("cpu") : "cpu:" + std::to_string(device.index);
+  if (device.is_cuda()) return "cuda:" + std::to_string(device.index);
+  return "device(kind=" + std::to_string(static_cast<int>(device.kind)) +
+         ", index=" + std::to_string(device.index) + ")";
 }
 
 bool built_with_cuda() noexcept { return detail::gpu::built(); }
@@ -46,16 +50,20 @@ std::string cuda_unavailable_reason() { return cuda_available() ? std::string() 
 namespace detail {
 
 void check_device_exists(std::string_view op, std::string_view name, Device device) {
-  if (device.is_cpu()) return;
-  int count = cuda_device_count();
-  if (device.index < 0 || device.index >= count) {
-    std::string rule = count == 0
-                           ? "no CUDA device is usable here (" + cuda_unavailable_reason() + ")"
-                           : "must name one of the " + std::to_string(count) +
-                                 " CUDA devices (cuda:0..cuda:" + std::to_string(count - 1) + ")";
+  auto refuse = [&](const std::string& rule) {
     throw Error(Error::Kind::InvalidArgument, std::string(op) + ": argument '" + std::string(name) +
                                                   "' = " + to_string(device) + ": " + rule);
+  };
+  if (device.is_cpu()) {
+    if (device.index != 0) refuse("the CPU device has index 0 (Device::cpu())");
+    return;
   }
+  if (!device.is_cuda()) refuse("kind must be Device::Kind::Cpu or Device::Kind::Cuda");
+  int count = cuda_device_count();
+  if (device.index < 0 || device.index >= count)
+    refuse(count == 0 ? "no CUDA device is usable here (" + cuda_unavailable_reason() + ")"
+                      : "must name one of the " + std::to_string(count) +
+                            " CUDA devices (cuda:0..cuda:" + std::to_string(count - 1) + ")");
 }
 
 }  // namespace detail

@@ -19,16 +19,33 @@ int device_count(std::string* reason) noexcept;
 void* malloc(int device, std::size_t bytes, std::string* error) noexcept;
 void free(int device, void* ptr) noexcept;
 
-// Synchronous copies; either side may be host or device memory.
+// Synchronous copies on the legacy default stream; either side may be host
+// or device memory. They return once the copy has finished (device to
+// device too), so no dlrt work is ever left pending on the legacy stream.
 void memcpy(void* dst, Device dst_device, const void* src, Device src_device, std::size_t bytes);
 void memset_zero(void* dst, int device, std::size_t bytes);
 
-// A stream that synchronises with the legacy default stream.
+// Copies queued on `stream` (host to host copies run at once). The caller
+// synchronises the stream before it reads or frees host memory involved.
+void memcpy_async(void* dst, Device dst_device, const void* src, Device src_device,
+                  std::size_t bytes, void* stream);
+void memset_zero_async(void* dst, int device, std::size_t bytes, void* stream);
+
+// A stream that synchronises with the legacy default stream, or with
+// `non_blocking` one that does not (cudaStreamNonBlocking).
 void* stream_create(int device);
+void* stream_create(int device, bool non_blocking);
 void stream_destroy(int device, void* stream) noexcept;
 void stream_synchronize(void* stream);
 // Makes `device` current on the calling thread.
 void set_device(int device);
+
+// Events for the stream-ordered allocator: one recorded now on `stream`
+// (timing disabled), whether it has completed, waiting for it.
+void* event_record(int device, void* stream);
+bool event_done(void* event);
+void event_wait(void* event);
+void event_destroy(void* event) noexcept;
 
 DeviceInfo info(int device);
 

@@ -57,20 +57,47 @@ void memcpy(void* dst, Device dst_device, const void* src, Device src_device, st
     return;
   }
   // The legacy default stream: ordered after work on every blocking stream,
-  // which is what contexts create, so a copy sees every op queued before it.
+  // which is what contexts create by default, so a copy sees every op
+  // queued before it.
   set_device(dst_device.is_cuda() ? dst_device.index : src_device.index);
   DLRT_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
+  // cudaMemcpy returns before a device-to-device copy has finished; waiting
+  // here keeps the legacy stream empty of dlrt work, which the allocator's
+  // stream fences rely on.
+  if (dst_device.is_cuda() && src_device.is_cuda())
+    DLRT_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
 }
 
 void memset_zero(void* dst, int device, std::size_t bytes) {
   set_device(device);
   DLRT_CUDA_CHECK(cudaMemset(dst, 0, bytes));
+  DLRT_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
 }
 
-void* stream_create(int device) {
+void memcpy_async(void* dst, Device dst_device, const void* src, Device src_device,
+                  std::size_t bytes, void* stream) {
+  if (bytes == 0) return;
+  if (dst_device.is_cpu() && src_device.is_cpu()) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+  set_device(dst_device.is_cuda() ? dst_device.index : src_device.index);
+  DLRT_CUDA_CHECK(
+      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, static_cast<cudaStream_t>(stream)));
+}
+
+void memset_zero_async(void* dst, int device, std::size_t bytes, void* stream) {
+  set_device(device);
+  DLRT_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, static_cast<cudaStream_t>(stream)));
+}
+
+void* stream_create(int device) { return stream_create(device, false); }
+
+void* stream_create(int device, bool non_blocking) {
   set_device(device);
   cudaStream_t stream = nullptr;
-  DLRT_CUDA_CHECK(cudaStreamCreate(&stream));
+  DLRT_CUDA_CHECK(
+      cudaStreamCreateWithFlags(&stream, non_blocking ? cudaStreamNonBlocking : cudaStreamDefault));
   return stream;
 }
 
@@ -82,6 +109,34 @@ void stream_destroy(int device, void* stream) noexcept {
 void stream_synchronize(void* stream) {
   DLRT_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)));
 }
+
+void* event_record(int device, void* stream) {
+  set_device(device);
+  cudaEvent_t event = nullptr;
+  DLRT_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+  cudaError_t status = cudaEventRecord(event, static_cast<cudaStream_t>(stream));
+  if (status != cudaSuccess) {
+    cudaEventDestroy(event);
+    throw_cuda_error(status, "cudaEventRecord(event, stream)", __FILE__, __LINE__);
+  }
+  return event;
+}
+
+bool event_done(void* event) {
+  cudaError_t status = cudaEventQuery(static_cast<cudaEvent_t>(event));
+  if (status == cudaErrorNotReady) {
+    cudaGetLastError();  // "not ready" is an answer, not an error for the next check
+    return false;
+  }
+  DLRT_CUDA_CHECK(status);
+  return true;
+}
+
+void event_wait(void* event) {
+  DLRT_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
+}
+
+void event_destroy(void* event) noexcept { cudaEventDestroy(static_cast<cudaEvent_t>(event)); }
 
 void set_device(int device) { DLRT_CUDA_CHECK(cudaSetDevice(device)); }
 
@@ -97,7 +152,13 @@ DeviceInfo info(int device) {
   DLRT_CUDA_CHECK(cudaDriverGetVersion(&out.driver_version));
   DLRT_CUDA_CHECK(cudaRuntimeGetVersion(&out.runtime_version));
   out.cudnn_version = static_cast<int>(cudnnGetVersion());
-  out.cublas_version = static_cast<int>(cublasGetCudartVersion());
+  // cuBLAS's own version, not the CUDA runtime it was built for
+  // (cublasGetCudartVersion), in CUBLAS_VERSION's encoding.
+  int major = 0, minor = 0, patch = 0;
+  DLRT_CUBLAS_CHECK(cublasGetProperty(MAJOR_VERSION, &major));
+  DLRT_CUBLAS_CHECK(cublasGetProperty(MINOR_VERSION, &minor));
+  DLRT_CUBLAS_CHECK(cublasGetProperty(PATCH_LEVEL, &patch));
+  out.cublas_version = major * 10000 + minor * 100 + patch;
   int value = 0;
   if (cudaDeviceGetAttribute(&value, cudaDevAttrMemoryClockRate, device) == cudaSuccess)
     out.memory_clock_khz = value;

@@ -33,10 +33,24 @@ void memcpy(void* dst, Device dst_device, const void* src, Device src_device, st
 }
 
 void memset_zero(void*, int, std::size_t) { no_cuda("memset"); }
+
+void memcpy_async(void* dst, Device dst_device, const void* src, Device src_device,
+                  std::size_t bytes, void*) {
+  memcpy(dst, dst_device, src, src_device, bytes);
+}
+void memset_zero_async(void*, int, std::size_t, void*) { no_cuda("memset"); }
+
 void* stream_create(int) { no_cuda("stream_create"); }
+void* stream_create(int, bool) { no_cuda("stream_create"); }
 void stream_destroy(int, void*) noexcept {}
 void stream_synchronize(void*) { no_cuda("stream_synchronize"); }
 void set_device(int) { no_cuda("set_device"); }
+
+void* event_record(int, void*) { no_cuda("event_record"); }
+bool event_done(void*) { no_cuda("event_done"); }
+void event_wait(void*) { no_cuda("event_wait"); }
+void event_destroy(void*) noexcept {}
+
 DeviceInfo info(int) { no_cuda("device_info"); }
 
 }  // namespace dlrt::detail::gpu

@@ -303,6 +303,7 @@ Shape pool2d_output_shape(const Shape& x, const Pool2dParams& params) {
 Engine pool2d_forward(Context& ctx, const Tensor& x, Tensor& y, const Pool2dParams& params,
                       Engine engine, Tensor* indices) {
   constexpr const char* op = "pool2d_forward";
+  detail::ContextUse use(ctx, op);
   check_engine_value(op, engine);
   const Device device = ctx.device();
   check_tensor(op, "x", x, 4, device);
@@ -334,6 +335,7 @@ Pool2dArgs backward_args(const Tensor& dy, Tensor& dx, const Pool2dSaved& saved,
 Engine pool2d_backward(Context& ctx, const Tensor& dy, Tensor& dx, const Pool2dParams& params,
                        const Pool2dSaved& saved, Engine engine) {
   constexpr const char* op = "pool2d_backward";
+  detail::ContextUse use(ctx, op);
   check_engine_value(op, engine);
   const Device device = ctx.device();
   check_tensor(op, "dy", dy, 4, device);
@@ -350,6 +352,7 @@ Engine pool2d_backward(Context& ctx, const Tensor& dy, Tensor& dx, const Pool2dP
 EngineQuery pool2d_query(Context& ctx, Pool2dOp op, const Shape& x, const Pool2dParams& params,
                          bool with_indices, Engine engine) {
   constexpr const char* name = "pool2d_query";
+  detail::ContextUse use(ctx, name);
   check_engine_value(name, engine);
   check_op(name, op);
   output_shape(name, "x", x, params);
@@ -364,6 +367,7 @@ EngineQuery pool2d_query(Context& ctx, Pool2dOp op, const Shape& x, const Pool2d
 Pool2dPlan::Pool2dPlan(Context& ctx, Pool2dOp op, const Shape& x, const Pool2dParams& params,
                        bool with_indices, const Pool2dPlanOptions& options) {
   constexpr const char* name = "Pool2dPlan";
+  detail::ContextUse use(ctx, name);
   check_engine_value(name, options.engine);
   check_op(name, op);
   output_shape(name, "x", x, params);
@@ -386,6 +390,7 @@ const std::string& Pool2dPlan::description() const { return state_->kernel->desc
 
 void Pool2dPlan::forward(Context& ctx, const Tensor& x, Tensor& y, Tensor* indices) const {
   constexpr const char* op = "Pool2dPlan::forward";
+  detail::ContextUse use(ctx, op);
   const Pool2dPlanState& s = *state_;
   if (s.op != Pool2dOp::Forward)
     invalid_argument(op, "this", "a plan for pool2d_backward", "must be a plan for pool2d_forward");
@@ -405,6 +410,7 @@ void Pool2dPlan::forward(Context& ctx, const Tensor& x, Tensor& y, Tensor* indic
 void Pool2dPlan::backward(Context& ctx, const Tensor& dy, Tensor& dx,
                           const Pool2dSaved& saved) const {
   constexpr const char* op = "Pool2dPlan::backward";
+  detail::ContextUse use(ctx, op);
   const Pool2dPlanState& s = *state_;
   if (s.op != Pool2dOp::Backward)
     invalid_argument(op, "this", "a plan for pool2d_forward", "must be a plan for pool2d_backward");

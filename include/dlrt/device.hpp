@@ -6,8 +6,20 @@
 
 #include "dlrt/export.hpp"
 
+// libdlrt's interface passes std::string (Error::what's source, to_string,
+// EngineQuery::reason, DeviceInfo::name), whose layout differs between
+// libstdc++'s two ABIs; a program built with the old one would link and
+// then read corrupt strings. Every public header includes this one.
+#if defined(_GLIBCXX_USE_CXX11_ABI) && _GLIBCXX_USE_CXX11_ABI == 0
+#error \
+    "dlrt: libdlrt is built with libstdc++'s C++11 ABI (_GLIBCXX_USE_CXX11_ABI=1); this translation unit sets -D_GLIBCXX_USE_CXX11_ABI=0, which would pass corrupt std::string values across dlrt's interface. Build it without -D_GLIBCXX_USE_CXX11_ABI=0."
+#endif
+
 namespace dlrt {
 
+// A CPU device has index 0; a CUDA device's index is its CUDA ordinal.
+// Every call that takes a device refuses any other value with
+// Error(InvalidArgument), including a `kind` that is not an enumerator.
 struct Device {
   enum class Kind { Cpu, Cuda };
 
@@ -22,7 +34,8 @@ struct Device {
   friend constexpr bool operator==(Device a, Device b) = default;
 };
 
-// "cpu" or "cuda:N".
+// "cpu" or "cuda:N"; what a refused device looks like ("cpu:5",
+// "device(kind=7, index=0)") for the others.
 DLRT_EXPORT std::string to_string(Device device);
 
 // True when libdlrt was built with the Cuda/Cudnn engines.
@@ -50,7 +63,7 @@ struct DeviceInfo {
   int driver_version = 0;   // CUDA driver API version, e.g. 13000
   int runtime_version = 0;  // CUDA runtime version
   int cudnn_version = 0;    // e.g. 91900
-  int cublas_version = 0;
+  int cublas_version = 0;   // cuBLAS's own, major*10000 + minor*100 + patch: 130100
   double memory_clock_khz = 0;
   int memory_bus_width_bits = 0;
   int sm_clock_khz = 0;

@@ -8,12 +8,15 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "dlrt/device.hpp"
 #include "dlrt/export.hpp"
 
 namespace dlrt {
+
+class Context;
 
 namespace detail {
 struct Storage;
@@ -52,6 +55,10 @@ public:
   Tensor() = default;
   // Uninitialised storage on `device`. Extents must be >= 1 (and fit memory).
   explicit Tensor(const Shape& shape, Device device = Device::cpu(), DType dtype = DType::F32);
+  // Uninitialised storage on ctx's device, for work on ctx's stream: on a
+  // GPU it may take memory that earlier work on that stream freed without
+  // waiting for that work (stream order puts this tensor's work after it).
+  Tensor(const Shape& shape, Context& ctx, DType dtype = DType::F32);
 
   static Tensor zeros(const Shape& shape, Device device = Device::cpu());
   static Tensor full(const Shape& shape, float value, Device device = Device::cpu());
@@ -76,16 +83,33 @@ public:
   std::int32_t* data_i32() { return reinterpret_cast<std::int32_t*>(data()); }
   const std::int32_t* data_i32() const { return reinterpret_cast<const std::int32_t*>(data()); }
 
-  // A deep copy on `device` (synchronous).
+  // Copies without a Context run on the legacy default stream and return
+  // once they have finished: ordered after the ops of every context whose
+  // stream is blocking (the default), not after those of a context with
+  // ContextOptions::non_blocking_stream; and they wait for every blocking
+  // stream of the device.
+  //
+  // A deep copy on `device`.
   Tensor to(Device device) const;
   Tensor clone() const { return to(device_); }
-  // Copies src into this tensor: same numel, any devices (synchronous).
+  // Copies src into this tensor: same numel and dtype, any devices.
   void copy_from(const Tensor& src);
   // The values, copied to the host (f32 tensors; to_vector_i32 for i32).
   std::vector<float> to_vector() const;
   std::vector<std::int32_t> to_vector_i32() const;
-  // f32 tensors: every element = value; i32 tensors: = int32_t(value).
+  // f32 tensors: every element = value; i32 tensors: = int32_t(value), and
+  // value must then be finite and in the int32 range.
   void fill(float value);
+
+  // The same copies on ctx's stream: ordered after the work queued on ctx,
+  // they synchronise that stream only, so other contexts' work keeps
+  // running. ctx's device must be the CUDA device the copy involves; any
+  // Context will do for host-to-host copies.
+  Tensor to(Device device, Context& ctx) const;
+  void copy_from(const Tensor& src, Context& ctx);
+  std::vector<float> to_vector(Context& ctx) const;
+  std::vector<std::int32_t> to_vector_i32(Context& ctx) const;
+  void fill(float value, Context& ctx);
 
   // The same storage seen with another shape of equal numel.
   Tensor view(const Shape& shape) const;
@@ -96,6 +120,11 @@ public:
   bool overlaps(const Tensor& other) const;
 
 private:
+  // Validates and allocates; `stream` is the stream the storage is for
+  // (an opaque cudaStream_t, nullptr when none is known).
+  static Tensor make(std::string_view op, const Shape& shape, Device device, DType dtype,
+                     void* stream);
+
   std::shared_ptr<detail::Storage> storage_;
   Shape shape_;
   Device device_ = Device::cpu();
