@@ -46,6 +46,15 @@ constexpr EngineComparison kComparisons[] = {
 // first-maximum tie rule in backward, which cuDNN declines.
 constexpr Engine kConv2dOrder[] = {Engine::Cudnn, Engine::Cuda, Engine::Cpu, Engine::Reference};
 constexpr Engine kPool2dOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Cpu, Engine::Reference};
+// Recurrent networks: dlrt's cell kernels played by the scheduler lead on
+// the GPU (streams, wavefront, CUDA graphs), cuDNN's whole-sequence calls
+// take what they decline.
+constexpr Engine kRnnOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Cpu, Engine::Reference};
+// GEMM-shaped and element-wise ops: no cuDNN engine for the GEMMs (Cuda
+// calls cuBLAS); cuDNN has activations, dlrt's fused kernels lead.
+constexpr Engine kLinearOrder[] = {Engine::Cuda, Engine::Cpu, Engine::Reference};
+constexpr Engine kPointwiseOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Cpu, Engine::Reference};
+constexpr Engine kLossOrder[] = {Engine::Cuda, Engine::Cpu, Engine::Reference};
 
 struct FamilyFacts {
   OpFamily family;
@@ -56,6 +65,10 @@ struct FamilyFacts {
 constexpr FamilyFacts kFamilies[] = {
     {OpFamily::Conv2d, "conv2d", kConv2dOrder},
     {OpFamily::Pool2d, "pool2d", kPool2dOrder},
+    {OpFamily::Rnn, "rnn", kRnnOrder},
+    {OpFamily::Linear, "linear", kLinearOrder},
+    {OpFamily::Pointwise, "pointwise", kPointwiseOrder},
+    {OpFamily::Loss, "loss", kLossOrder},
 };
 
 const EngineFacts* facts(Engine engine) {

@@ -27,6 +27,14 @@ TEST(EngineTable, EveryFamilyListsItsEnginesInAutoOrder) {
     const auto reference = std::find(engines.begin(), engines.end(), Engine::Reference);
     EXPECT_LT(cpu, reference);
   }
+  // The recurrent family: both CPU engines built (its GPU engines come
+  // with CUDA builds as they land), the fast one first.
+  const std::vector<Engine> rnn = registered_engines(OpFamily::Rnn);
+  EXPECT_TRUE(engine_built(Engine::Cpu, OpFamily::Rnn));
+  EXPECT_TRUE(engine_built(Engine::Reference, OpFamily::Rnn));
+  EXPECT_LT(std::find(rnn.begin(), rnn.end(), Engine::Cpu),
+            std::find(rnn.begin(), rnn.end(), Engine::Reference));
+  EXPECT_STREQ(to_string(OpFamily::Rnn), "rnn");
   EXPECT_STREQ(to_string(OpFamily::Conv2d), "conv2d");
   EXPECT_TRUE(test::throws_error([] { registered_engines(static_cast<OpFamily>(42)); },
                                  Error::Kind::InvalidArgument, {"'family'", "42"}));

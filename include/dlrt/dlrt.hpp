@@ -9,6 +9,8 @@
 #include "dlrt/log.hpp"
 #include "dlrt/memory.hpp"
 #include "dlrt/pool.hpp"
+#include "dlrt/rnn.hpp"
+#include "dlrt/scheduler.hpp"
 #include "dlrt/tensor.hpp"
 #include "dlrt/threads.hpp"
 #include "dlrt/version.hpp"

@@ -24,8 +24,12 @@ enum class Engine {
 
 // The groups of ops that engines implement as a whole.
 enum class OpFamily {
-  Conv2d,  // conv2d_forward, conv2d_backward_data, _filter, _bias
-  Pool2d,  // pool2d_forward, pool2d_backward
+  Conv2d,     // conv2d_forward, conv2d_backward_data, _filter, _bias
+  Pool2d,     // pool2d_forward, pool2d_backward
+  Rnn,        // rnn_forward, rnn_backward_data, rnn_backward_weights, rnn_cell_*
+  Linear,     // linear_forward, linear_backward_*, gram
+  Pointwise,  // activations forward and backward, add, scale
+  Loss,       // softmax cross-entropy forward and backward
 };
 
 DLRT_EXPORT const char* to_string(Engine engine) noexcept;
