@@ -68,7 +68,7 @@ def main():
     ax.invert_yaxis()
     ax.set_xlabel("ms since the play started")
     ax.set_title(args.title or names[pid])
-    ax.legend(handles=legend, loc="upper right", fontsize=8, ncol=min(4, len(legend)))
+    ax.legend(handles=legend, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     fig.tight_layout()
     fig.savefig(args.png, dpi=110)
     print(f"{args.png}: {len(nodes)} nodes on {len(rows)} tracks, "
