@@ -2,6 +2,7 @@
 #pragma once
 
 #include "dlrt/context.hpp"
+#include "dlrt/checkpoint.hpp"
 #include "dlrt/conv.hpp"
 #include "dlrt/device.hpp"
 #include "dlrt/engine.hpp"
