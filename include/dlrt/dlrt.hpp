@@ -9,6 +9,8 @@
 #include "dlrt/error.hpp"
 #include "dlrt/log.hpp"
 #include "dlrt/memory.hpp"
+#include "dlrt/nn_ops.hpp"
+#include "dlrt/optim.hpp"
 #include "dlrt/pool.hpp"
 #include "dlrt/rnn.hpp"
 #include "dlrt/scheduler.hpp"
