@@ -1,8 +1,8 @@
 // The whole public API of dlrt.
 #pragma once
 
-#include "dlrt/context.hpp"
 #include "dlrt/checkpoint.hpp"
+#include "dlrt/context.hpp"
 #include "dlrt/conv.hpp"
 #include "dlrt/device.hpp"
 #include "dlrt/engine.hpp"
