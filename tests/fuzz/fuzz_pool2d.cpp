@@ -57,6 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   p.stride_h = in.in(0, 4), p.stride_w = in.in(0, 4);
   p.pad_h = in.in(-1, 3), p.pad_w = in.in(-1, 3);
   p.ceil_mode = in.in(0, 1) == 1;
+  p.stride_h = in.or_extreme(p.stride_h), p.pad_h = in.or_extreme(p.pad_h);
+  p.window_w = in.or_extreme(p.window_w);
   const int corrupt = in.in(0, 7);  // 0: y (or dy) one column too wide
   const std::uint32_t seed = static_cast<std::uint32_t>(in.in(0, 255));
   const bool max = p.mode == dlrt::PoolMode::Max;

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <vector>
 
 #include "dlrt/dlrt.hpp"
@@ -20,6 +21,15 @@ public:
   int in(int lo, int hi) {
     const std::uint8_t byte = pos_ < size_ ? data_[pos_++] : 0;
     return lo + byte % (hi - lo + 1);
+  }
+
+  // Usually `value`; one time in eight a value at the edge of the int
+  // range or of dlrt's bounds, so that overflow paths are reached.
+  int or_extreme(int value) {
+    static constexpr int kExtremes[] = {0,     -1,      65535,      65536,
+                                        65537, 1 << 30, 2147483647, -2147483647 - 1};
+    if (in(0, 7) != 0) return value;
+    return kExtremes[in(0, static_cast<int>(std::size(kExtremes)) - 1)];
   }
 
 private:
