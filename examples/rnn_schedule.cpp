@@ -1,11 +1,15 @@
-// The scheduler at work: a 2-layer bidirectional LSTM (hidden 256, batch 16,
-// 50 steps, ragged lengths) trained one step through time, played by the
+// The scheduler at work: by default a 2-layer bidirectional LSTM (hidden
+// 256, batch 16, 50 steps, ragged lengths) trained one step through time, played by the
 // Sequential executor (the per-step loop) and by CpuTasks (independent nodes
 // at once on dlrt's threads). Prints both times and their ratio, checks that
 // the two give the same bits, and writes the CpuTasks play as Chrome
 // trace-event JSON (open it in Perfetto; tools/trace_timeline.py draws it).
 //
-//   dlrt_rnn_schedule [--out DIR] [--reps N] [--hidden H] [--steps T]
+//   dlrt_rnn_schedule [--out DIR] [--reps N] [--hidden H] [--steps T] [--batch N]
+//                     [--layers L] [--unidirectional] [--equal-lengths]
+//
+// With --hidden 512 --steps 25 --layers 1 --unidirectional --equal-lengths
+// it is the LSTM that docs/benchmarks.md compares with PyTorch.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -27,6 +31,10 @@ struct Options {
   int reps = 5;
   int hidden = 256;
   int steps = 50;
+  int batch = 16;
+  int layers = 2;
+  bool bidirectional = true;
+  bool ragged = true;
 };
 
 Options parse(int argc, char** argv) {
@@ -48,6 +56,14 @@ Options parse(int argc, char** argv) {
       o.hidden = std::max(1, std::atoi(value("--hidden").c_str()));
     } else if (arg == "--steps") {
       o.steps = std::max(1, std::atoi(value("--steps").c_str()));
+    } else if (arg == "--batch") {
+      o.batch = std::max(1, std::atoi(value("--batch").c_str()));
+    } else if (arg == "--layers") {
+      o.layers = std::max(1, std::atoi(value("--layers").c_str()));
+    } else if (arg == "--unidirectional") {
+      o.bidirectional = false;
+    } else if (arg == "--equal-lengths") {
+      o.ragged = false;
     } else {
       std::fprintf(stderr,
                    "usage: dlrt_rnn_schedule [--out DIR] [--reps N] [--hidden H] [--steps T]\n");
@@ -81,19 +97,20 @@ int main(int argc, char** argv) {
     p.cell = dlrt::RnnCell::Lstm;
     p.input_size = o.hidden;
     p.hidden_size = o.hidden;
-    p.num_layers = 2;
-    p.bidirectional = true;
-    const std::int64_t T = o.steps, N = 16, H = o.hidden;
+    p.num_layers = o.layers;
+    p.bidirectional = o.bidirectional;
+    const std::int64_t T = o.steps, N = o.batch, H = o.hidden, D = o.bidirectional ? 2 : 1;
     // Ragged, unsorted lengths: the plan orders the sequences once and
     // shrinks the batch step by step.
     std::vector<int> lengths(N);
     for (std::int64_t n = 0; n < N; ++n)
-      lengths[n] = static_cast<int>(std::max<std::int64_t>(1, T - (n * 7) % (T / 2 + 1)));
+      lengths[n] = o.ragged ? static_cast<int>(std::max<std::int64_t>(1, T - (n * 7) % (T / 2 + 1)))
+                            : static_cast<int>(T);
     const float scale = 1.0f / std::sqrt(static_cast<float>(H));
     const dlrt::Tensor x = random_tensor({T, N, H}, 1, 1.0f);
     const dlrt::Tensor w = random_tensor({dlrt::rnn_weight_count(p)}, 2, scale);
-    const dlrt::Tensor dy = random_tensor({T, N, 2 * H}, 3, 1.0f);
-    dlrt::Tensor y({T, N, 2 * H}), dx({T, N, H}), dw({dlrt::rnn_weight_count(p)});
+    const dlrt::Tensor dy = random_tensor({T, N, D * H}, 3, 1.0f);
+    dlrt::Tensor y({T, N, D * H}), dx({T, N, H}), dw({dlrt::rnn_weight_count(p)});
 
     auto play = [&](dlrt::Executor executor) {
       dlrt::RnnPlanOptions options;
@@ -124,9 +141,10 @@ int main(int argc, char** argv) {
     };
 
     std::printf(
-        "LSTM, 2 layers, bidirectional, hidden %lld, batch %lld, %lld steps, ragged "
-        "lengths; %d threads, best of %d\n",
-        static_cast<long long>(H), static_cast<long long>(N), static_cast<long long>(T),
+        "LSTM, %d layers, %s, hidden %lld, batch %lld, %lld steps, %s lengths; %d "
+        "threads, best of %d\n",
+        o.layers, o.bidirectional ? "bidirectional" : "unidirectional", static_cast<long long>(H),
+        static_cast<long long>(N), static_cast<long long>(T), o.ragged ? "ragged" : "equal",
         dlrt::num_threads(), o.reps);
     const Timing sequential = play(dlrt::Executor::Sequential);
     const Timing tasks = play(dlrt::Executor::CpuTasks);
