@@ -75,7 +75,10 @@ struct Conv2dPlanOptions {
   // DLRT_CUDA_CONV2D_VARIANT when set); any other value needs an explicit
   // engine, which declines it with the reason when it has no such variant or
   // the variant cannot run the problem (never a silent fallback). Cuda: 1
-  // direct, 2 implicit GEMM.
+  // direct, 2 implicit GEMM, 3 the fast fp32 kernels (pipelined implicit
+  // GEMM, depthwise, split bias reduction), 4 the implicit GEMM on TF32
+  // tensor cores in 3xTF32 (about fp32 accuracy; not bitwise fp32). There is
+  // no math-mode option: plain TF32 is not reachable from a plan.
   int variant = 0;
 };
 

@@ -1,14 +1,20 @@
 // The Cuda convolution engine: dlrt's own kernels, without cuBLAS or cuDNN.
 // Each op has numbered variants with one launcher each, and one dispatch
-// point that picks a variant (choose_variant in conv2d_tiling.hpp, or the
-// one forced through conv2d_variants.hpp):
-//   1  direct: one thread per output element
+// point, the plan, that picks a variant (choose_cuda_conv2d in
+// conv2d_variants.hpp: forced by the plan option, preferred by the
+// environment, or the engine's rule):
+//   1  direct: one thread per output element (backward bias: one block per
+//      channel, tree reduction)
 //   2  implicit GEMM: 64x64x8 shared-memory tiles, 256 threads, 4x4 outputs
 //      per thread (backward filter adds a depth split summed in fixed order)
-// Backward bias has a single kernel, a per-channel tree reduction.
-// No kernel uses atomics, and every output element is summed in an order
-// fixed by the problem alone, so results repeat bit for bit run to run.
-// Indices are 32-bit; supports() declines tensors past kMaxElements.
+//   3  the fast fp32 kernels of conv2d_fast.cu: pipelined implicit GEMM with
+//      split-K and sub-pixel backward data, depthwise kernels, split bias
+//   4  the same implicit GEMM on TF32 tensor cores, 3xTF32
+// No kernel uses atomics, and every output element is summed in a fixed
+// order, so results repeat bit for bit run to run. Variants 1 and 2 fix it by
+// the problem alone; 3 and 4 also by the SM count (split-K), so GPUs of
+// different sizes may differ in the last bits.
+// Indices are 32-bit; the plan declines tensors past kMaxElements.
 #include <cuda_runtime.h>
 
 #include <cstddef>
@@ -16,6 +22,7 @@
 #include <string>
 #include <utility>
 
+#include "kernels/cuda/conv2d_fast.hpp"
 #include "kernels/cuda/conv2d_tiling.hpp"
 #include "kernels/cuda/conv2d_variants.hpp"
 #include "runtime/context_impl.hpp"
@@ -28,6 +35,8 @@ namespace dlrt::detail {
 
 namespace cuda_conv2d {
 namespace {
+
+namespace fast = cuda_conv2d_fast;
 
 int blocks_for(std::int64_t elements, int threads) {
   return static_cast<int>((elements + threads - 1) / threads);
@@ -166,14 +175,6 @@ void launch_backward_filter_direct(cudaStream_t stream, const ConvDims& d, const
   DLRT_CUDA_CHECK_LAUNCH();
 }
 
-// The depth split of variant 2's backward filter, chosen when the plan is
-// made; `partials` (splits > 1) holds splits * slice floats.
-int backward_filter_splits(const ConvDims& d, std::size_t workspace_limit_bytes) {
-  const BackwardFilterGemm gemm{d};
-  return choose_splits(grid_blocks(make_gemm_grid(gemm)), gemm.depth(), d.K * d.Cg * d.R * d.S,
-                       workspace_limit_bytes);
-}
-
 void launch_backward_filter_implicit_gemm(cudaStream_t stream, const ConvDims& d, int splits,
                                           float* partials, const float* x, const float* dy,
                                           float* dw) {
@@ -207,7 +208,48 @@ cudaStream_t prepare(Context& ctx) {
   return cuda_stream(ctx);
 }
 
-const char* variant_name(int variant) { return variant == 1 ? "direct" : "implicit GEMM"; }
+// What the device contributes to the plan's choice.
+CudaConv2dDevice device_facts(Context& ctx, std::size_t workspace_limit_bytes) {
+  CudaConv2dDevice dev;
+  const int index = ctx.device().index;
+  DLRT_CUDA_CHECK(cudaDeviceGetAttribute(&dev.sm_count, cudaDevAttrMultiProcessorCount, index));
+  DLRT_CUDA_CHECK(cudaDeviceGetAttribute(&dev.compute_capability_major,
+                                         cudaDevAttrComputeCapabilityMajor, index));
+  dev.workspace_limit_bytes = workspace_limit_bytes;
+  return dev;
+}
+
+// Variants 3 and 4: the launcher the config names (conv2d_fast.hpp).
+void launch_fast(Conv2dOp op, const fast::FastConvConfig& c, const ConvDims& d, const Conv2dArgs& a,
+                 void* workspace, void* stream) {
+  const std::size_t bytes = c.workspace_bytes;
+  if (c.kernel == fast::FastKernel::BiasReduction)
+    return fast::launch_backward_bias_split(c, d, a.dy, a.db, workspace, bytes, stream);
+  const bool depthwise = c.kernel == fast::FastKernel::Depthwise, v4 = c.variant == 4;
+  switch (op) {
+    case Conv2dOp::Forward:
+      if (depthwise)
+        return fast::launch_forward_depthwise(c, d, a.x, a.w, a.bias, a.y, workspace, bytes,
+                                              stream);
+      if (v4) return fast::launch_forward_v4(c, d, a.x, a.w, a.bias, a.y, workspace, bytes, stream);
+      return fast::launch_forward_v3(c, d, a.x, a.w, a.bias, a.y, workspace, bytes, stream);
+    case Conv2dOp::BackwardData:
+      if (depthwise)
+        return fast::launch_backward_data_depthwise(c, d, a.dy, a.w, a.dx, workspace, bytes,
+                                                    stream);
+      if (v4) return fast::launch_backward_data_v4(c, d, a.dy, a.w, a.dx, workspace, bytes, stream);
+      return fast::launch_backward_data_v3(c, d, a.dy, a.w, a.dx, workspace, bytes, stream);
+    case Conv2dOp::BackwardFilter:
+      if (depthwise)
+        return fast::launch_backward_filter_depthwise(c, d, a.x, a.dy, a.dw, workspace, bytes,
+                                                      stream);
+      if (v4)
+        return fast::launch_backward_filter_v4(c, d, a.x, a.dy, a.dw, workspace, bytes, stream);
+      return fast::launch_backward_filter_v3(c, d, a.x, a.dy, a.dw, workspace, bytes, stream);
+    case Conv2dOp::BackwardBias:
+      break;  // BiasReduction above
+  }
+}
 
 // DLRT_CUDA_CONV2D_VARIANT, read once: the variant a plan uses when its
 // options leave the choice to the engine.
@@ -221,39 +263,29 @@ class CudaConv2d final : public Conv2dEngine {
 public:
   Engine engine() const override { return Engine::Cuda; }
 
-  Planned<Conv2dKernel> plan(Context&, const Conv2dProblem& p) const override {
+  // The variant is chosen here, once (choose_cuda_conv2d in conv2d_variants.hpp); run only
+  // launches it, with the workspace the plan booked.
+  Planned<Conv2dKernel> plan(Context& ctx, const Conv2dProblem& p) const override {
     using Result = Planned<Conv2dKernel>;
     if (std::string why = index_limit_reason(p.op, p.g); !why.empty()) return Result::no(why);
-    if (p.variant < 0 || p.variant > kCudaConv2dVariants)
-      return Result::no("engine cuda has conv2d variants 1 (direct) and 2 (implicit GEMM), not " +
-                        std::to_string(p.variant));
+    if (std::string why = cuda_conv2d_variant_range_reason(p.variant); !why.empty())
+      return Result::no(why);
     const ConvDims d = make_conv_dims(p.g);
-    const int asked = p.variant != 0 ? p.variant : environment_variant();
-    const int variant = choose_variant(p.op, d, asked);
-    if (p.variant != 0 && variant != p.variant)
-      return Result::no(
-          p.op == Conv2dOp::BackwardBias
-              ? std::string("conv2d_backward_bias has a single Cuda kernel")
-              : "variant " + std::to_string(p.variant) +
-                    " cannot run this problem (its grid would exceed 2^31 - 1 blocks)");
-    int splits = 1;
-    std::size_t bytes = 0;
-    if (p.op == Conv2dOp::BackwardFilter && variant == 2) {
-      splits = backward_filter_splits(d, p.options.workspace_limit_bytes);
-      if (splits > 1)
-        bytes = static_cast<std::size_t>(splits) * d.K * d.Cg * d.R * d.S * sizeof(float);
-    }
-    std::string text = p.op == Conv2dOp::BackwardBias
-                           ? std::string("cuda per-channel tree reduction")
-                           : "cuda variant " + std::to_string(variant) + " (" +
-                                 variant_name(variant) + ")" +
-                                 (splits > 1 ? ", depth split " + std::to_string(splits) : "");
+    const CudaConv2dDevice dev = device_facts(ctx, p.options.workspace_limit_bytes);
+    CudaConv2dChoice choice = choose_cuda_conv2d(p.op, d, p.variant, environment_variant(), dev);
+    if (choice.variant == 0) return Result::no(choice.reason);
+    std::string text = describe(p.op, choice);
+    if (!choice.fast_declined.empty())
+      log(LogLevel::Debug, to_string(p.op), ": fast kernels declined: ", choice.fast_declined);
     log(LogLevel::Debug, to_string(p.op), ": ", text);
+    const std::size_t bytes = choice.workspace_bytes;
     return {
         make_conv2d_kernel(
             engine(), bytes, std::move(text),
-            [d, variant, splits, op = p.op](Context& ctx, const Conv2dArgs& a, void* workspace) {
+            [d, variant = choice.variant, splits = choice.splits, config = std::move(choice.fast),
+             op = p.op](Context& ctx, const Conv2dArgs& a, void* workspace) {
               const cudaStream_t stream = prepare(ctx);
+              if (variant >= 3) return launch_fast(op, config, d, a, workspace, stream);
               switch (op) {
                 case Conv2dOp::Forward:
                   if (variant == 1) return launch_forward_direct(stream, d, a.x, a.w, a.bias, a.y);

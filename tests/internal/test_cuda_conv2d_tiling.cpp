@@ -759,7 +759,9 @@ TEST(CudaConv2dTiling, VariantChoice) {
   EXPECT_EQ(parse_cuda_conv2d_variant("0"), 0);
   EXPECT_EQ(parse_cuda_conv2d_variant("1"), 1);
   EXPECT_EQ(parse_cuda_conv2d_variant("2"), 2);
-  EXPECT_EQ(parse_cuda_conv2d_variant("3"), -1);
+  EXPECT_EQ(parse_cuda_conv2d_variant("3"), 3);
+  EXPECT_EQ(parse_cuda_conv2d_variant("4"), 4);
+  EXPECT_EQ(parse_cuda_conv2d_variant("5"), -1);
   EXPECT_EQ(parse_cuda_conv2d_variant("12"), -1);
   EXPECT_EQ(parse_cuda_conv2d_variant("x"), -1);
 }
