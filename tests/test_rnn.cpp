@@ -469,7 +469,9 @@ void expect_results_close(const RnnCase& c, const RnnResults& got, const RnnResu
 class RnnPaddedBatch : public ::testing::TestWithParam<std::tuple<Engine, RnnCase>> {};
 
 TEST_P(RnnPaddedBatch, EqualsEachSequenceRunAlone) {
-  const auto& [engine, c] = GetParam();
+  // Not a structured binding: lambdas below capture `c` (clang 14 refuses bindings there).
+  const Engine engine = std::get<0>(GetParam());
+  const auto& c = std::get<1>(GetParam());
   DLRT_SKIP_UNLESS_ENGINE_RUNS(engine);
   {
     Context ctx(test::device_for(engine));
