@@ -122,7 +122,8 @@ const char* kHelp = R"(dlrt benchmark options (besides Google Benchmark's own --
   --dlrt_quick                 the quick shape tables (a few small shapes; 3 repetitions,
                                --benchmark_min_time=0.02 unless given)
   --dlrt_tables=A,B            shape tables: names in the shapes folder (deepbench, resnet50,
-                               cnn, quick) or paths to .csv files     [env DLRT_BENCH_TABLES]
+                               cnn, small_batch, quick) or paths to .csv files
+                                                                     [env DLRT_BENCH_TABLES]
   --dlrt_shapes_dir=DIR        folder of the tables (default: the source tree's bench/shapes)
                                                                      [env DLRT_BENCH_SHAPES_DIR]
   --dlrt_engines=LIST          engines to register, by name (default: every engine of the
@@ -143,13 +144,17 @@ const char* kHelp = R"(dlrt benchmark options (besides Google Benchmark's own --
   --dlrt_cpu_max_gflop=G       convolution: Cpu runs shapes up to G GFLOP (default 8)
   --dlrt_reference_max_mb=M    pooling: Reference runs shapes moving up to M MB (default 64)
   --dlrt_cpu_max_mb=M          pooling: Cpu runs shapes moving up to M MB (default 1024)
+  --dlrt_rnn_reference_max_gflop=G
+                               RNN: Reference runs cases up to G GFLOP per call (default 0.25)
+  --dlrt_rnn_cpu_max_gflop=G   RNN: Cpu runs cases up to G GFLOP per call (default 30)
   --dlrt_algo_search=MODE      heuristic (default) or exhaustive cuDNN algorithm choice
   --dlrt_pool_indices=BOOL     max pooling: forward writes argmax indices, backward reads
                                them (default false: backward finds the argmax from x and y)
   --dlrt_help                  this text
 
-Case names: conv/<fwd|bwd_data|bwd_filter>/<engine>/<table>/<shape> and
-pool/<fwd|bwd>/<max|avg_incl|avg_excl>/<engine>/<table>/<shape>; select with
+Case names: conv/<fwd|bwd_data|bwd_filter>/<engine>/<table>/<shape>,
+pool/<fwd|bwd>/<max|avg_incl|avg_excl>/<engine>/<table>/<shape> and
+rnn/<fwd|fwd_bwd>/<cell>/<engine>/<executor>/<table>/<shape>; select with
 --benchmark_filter=REGEX.
 )";
 
@@ -209,6 +214,12 @@ void apply_option(const std::string& name, const std::string& value, bool has_va
   } else if (name == "dlrt_cpu_max_mb") {
     need_value();
     o.cpu_max_mb = parse_double(name, value);
+  } else if (name == "dlrt_rnn_reference_max_gflop") {
+    need_value();
+    o.rnn_reference_max_gflop = parse_double(name, value);
+  } else if (name == "dlrt_rnn_cpu_max_gflop") {
+    need_value();
+    o.rnn_cpu_max_gflop = parse_double(name, value);
   } else if (name == "dlrt_algo_search") {
     std::string v = lower(value);
     if (v == "heuristic")
@@ -368,6 +379,18 @@ std::uint64_t splitmix64(std::uint64_t& state) {
 
 const Options& options() { return g_options; }
 
+const char* family_name(Family family) {
+  switch (family) {
+    case Family::Conv:
+      return "conv";
+    case Family::Pool:
+      return "pool";
+    case Family::Rnn:
+      return "rnn";
+  }
+  return "?";
+}
+
 bool initialize(int* argc, char*** argv, Family family, int* exit_code) {
   g_family = family;
   g_options.shapes_dir = DLRT_BENCH_SHAPES_DIR;
@@ -459,13 +482,15 @@ std::string Table::text(const CsvRow& row, const std::string& column) const {
 }
 
 std::vector<Table> load_tables(Family family) {
-  const std::string suffix = family == Family::Conv ? "_conv" : "_pool";
+  const std::string suffix = std::string("_") + family_name(family);
   std::vector<std::string> names = g_options.tables;
   if (names.empty()) {
     if (g_options.quick)
       names = {"quick"};
     else if (family == Family::Conv)
       names = {"deepbench", "resnet50"};
+    else if (family == Family::Rnn)
+      names = {"deepbench", "small_batch"};
     else
       names = {"cnn"};
   }
@@ -603,7 +628,14 @@ void configure(benchmark::internal::Benchmark* bench, dlrt::Engine engine) {
 
 std::string cap_reason(Family family, dlrt::Engine engine, double work) {
   const Options& o = g_options;
-  if (family == Family::Conv) {
+  if (family == Family::Rnn) {
+    if (engine == dlrt::Engine::Reference && work > o.rnn_reference_max_gflop)
+      return "skipped: above the Reference cap of " + fixed(o.rnn_reference_max_gflop, 2) +
+             " GFLOP per call (--dlrt_rnn_reference_max_gflop)";
+    if (engine == dlrt::Engine::Cpu && work > o.rnn_cpu_max_gflop)
+      return "skipped: above the Cpu cap of " + fixed(o.rnn_cpu_max_gflop, 2) +
+             " GFLOP per call (--dlrt_rnn_cpu_max_gflop)";
+  } else if (family == Family::Conv) {
     if (engine == dlrt::Engine::Reference && work > o.reference_max_gflop)
       return "skipped: above the Reference cap of " + fixed(o.reference_max_gflop, 2) +
              " GFLOP per call (--dlrt_reference_max_gflop)";
@@ -621,6 +653,17 @@ std::string cap_reason(Family family, dlrt::Engine engine, double work) {
   return {};
 }
 
+std::vector<dlrt::Executor> rnn_executors(dlrt::Engine engine) {
+  switch (engine) {
+    case dlrt::Engine::Cpu:
+      return {dlrt::Executor::Sequential, dlrt::Executor::CpuTasks};
+    case dlrt::Engine::Cuda:
+      return {dlrt::Executor::CudaStreams, dlrt::Executor::CudaGraph};
+    default:
+      return {dlrt::Executor::Default};
+  }
+}
+
 void add_context(Family family, const std::vector<Table>& tables) {
   const Options& o = g_options;
   const Devices& d = devices();
@@ -629,7 +672,7 @@ void add_context(Family family, const std::vector<Table>& tables) {
   };
   add("dlrt_version", dlrt::version());
   add("dlrt_built_with_cuda", dlrt::built_with_cuda() ? "yes" : "no");
-  add("dlrt_bench_family", family == Family::Conv ? "conv" : "pool");
+  add("dlrt_bench_family", family_name(family));
   add("cpu_threads", std::to_string(dlrt::num_threads()));
   // The report tool reads the engines and the pairs it compares from here.
   add("dlrt_engines", engine_list());
@@ -639,6 +682,29 @@ void add_context(Family family, const std::vector<Table>& tables) {
     comparisons.append(dlrt::to_string(c.own)).append("/").append(dlrt::to_string(c.yardstick));
   }
   add("dlrt_engine_comparisons", comparisons);
+  if (family == Family::Rnn) {
+    // The executors of each engine ("cpu=sequential,cpu_tasks;..."; the last
+    // is the one the engine tables show) and the pairs of them compared
+    // (the executor Default stands for against the plain loop).
+    std::string executors, executor_comparisons;
+    for (dlrt::Engine e : dlrt::known_engines()) {
+      const std::vector<dlrt::Executor> list = rnn_executors(e);
+      if (!executors.empty()) executors += ';';
+      executors.append(dlrt::to_string(e)).append("=");
+      for (std::size_t i = 0; i < list.size(); ++i) {
+        if (i > 0) executors += ',';
+        executors += dlrt::to_string(list[i]);
+      }
+      if (list.size() > 1) {
+        if (!executor_comparisons.empty()) executor_comparisons += ',';
+        executor_comparisons.append(dlrt::to_string(list.back()))
+            .append("/")
+            .append(dlrt::to_string(list.front()));
+      }
+    }
+    add("dlrt_rnn_executors", executors);
+    add("dlrt_executor_comparisons", executor_comparisons);
+  }
   add("cpu_hardware_threads", std::to_string(std::thread::hardware_concurrency()));
   const dlrt::CpuBackendInfo cpu = dlrt::cpu_backend_info();
   add("cpu_blas", cpu.blas);
@@ -685,6 +751,9 @@ void add_context(Family family, const std::vector<Table>& tables) {
   if (family == Family::Conv)
     add("cpu_caps", "reference <= " + fixed(o.reference_max_gflop, 2) +
                         " GFLOP, cpu <= " + fixed(o.cpu_max_gflop, 2) + " GFLOP");
+  else if (family == Family::Rnn)
+    add("cpu_caps", "reference <= " + fixed(o.rnn_reference_max_gflop, 2) +
+                        " GFLOP, cpu <= " + fixed(o.rnn_cpu_max_gflop, 2) + " GFLOP");
   else
     add("cpu_caps", "reference <= " + fixed(o.reference_max_mb, 0) +
                         " MB, cpu <= " + fixed(o.cpu_max_mb, 0) + " MB");

@@ -1,4 +1,4 @@
-// What dlrt_bench_conv and dlrt_bench_pool share: their command-line
+// What dlrt_bench_conv, dlrt_bench_pool and dlrt_bench_rnn share: their command-line
 // options, the shape tables (CSV files read at run time), one context per
 // device, random inputs, the timing loop and its counters, and the
 // benchmark context (device, versions, peaks, threads).
@@ -16,7 +16,9 @@
 
 namespace dlrt_bench {
 
-enum class Family { Conv, Pool };
+enum class Family { Conv, Pool, Rnn };
+// "conv", "pool", "rnn": the first part of case names, the tables' suffix.
+const char* family_name(Family family);
 
 struct Options {
   std::string shapes_dir;                                     // where table names are looked up
@@ -33,6 +35,8 @@ struct Options {
   double cpu_max_gflop = 8;                       // conv: the Cpu engine runs up to this
   double reference_max_mb = 64;                   // pool: bytes moved, Reference
   double cpu_max_mb = 1024;                       // pool: bytes moved, Cpu
+  double rnn_reference_max_gflop = 0.25;          // rnn: GFLOP per call, Reference
+  double rnn_cpu_max_gflop = 30;                  // rnn: GFLOP per call, Cpu
   dlrt::AlgoSearch algo_search = dlrt::AlgoSearch::Heuristic;
   bool pool_indices = false;  // max pooling records/uses argmax indices
 };
@@ -109,9 +113,17 @@ void register_skip(const std::string& name, const std::string& message);
 // Sets the unit and timing mode that fit `engine` on a registered case.
 void configure(benchmark::internal::Benchmark* bench, dlrt::Engine engine);
 
-// "skipped: ..." when `engine` is a CPU engine and `work` (GFLOP for
-// convolution, MB moved for pooling) is above its cap; empty otherwise.
+// "skipped: ..." when `engine` is a CPU engine and `work` (GFLOP per call
+// for convolution and RNNs, MB moved for pooling) is above its cap; empty
+// otherwise.
 std::string cap_reason(Family family, dlrt::Engine engine, double work);
+
+// RNN: the executors an engine's cases are registered with. Engines played
+// by the scheduler (Cpu, Cuda) get one case per executor: the baseline first
+// (Sequential, CudaStreams), the one Executor::Default stands for last
+// (CpuTasks, CudaGraph: what the report's engine tables show). The others
+// get Executor::Default alone.
+std::vector<dlrt::Executor> rnn_executors(dlrt::Engine engine);
 
 // Records device, versions, peaks and threads with benchmark::AddCustomContext.
 void add_context(Family family, const std::vector<Table>& tables);
