@@ -244,6 +244,19 @@ detail::RnnInputs inputs_of(const RnnTrainingState::Impl& s) {
   return in;
 }
 
+// An optional [num_layers * D, N, W] state tensor (h or c, or their
+// gradients): checked when given; a cell state is refused for cells without one.
+void check_state(std::string_view op, const RnnPlanState& s, const char* name, const Tensor* t,
+                 bool cell_state, std::string_view why) {
+  if (t == nullptr) return;
+  if (cell_state && !s.lstm())
+    invalid_argument(op, name, t->shape().to_string(),
+                     std::string("must be null unless params.cell is lstm (it is ") +
+                         to_string(s.params().cell) + ", which has no cell state)");
+  check_tensor(op, name, *t, 3, s.device);
+  check_shape_is(op, name, *t, cell_state ? s.c_shape() : s.h_shape(), why);
+}
+
 void check_forward(std::string_view op, const RnnPlanState& s, const Tensor& x,
                    const Tensor& weights, const Tensor* h0, const Tensor* c0, const Tensor& y,
                    const Tensor* hy, const Tensor* cy) {
@@ -252,32 +265,12 @@ void check_forward(std::string_view op, const RnnPlanState& s, const Tensor& x,
   check_shape_is(op, "x", x, s.x_shape(), "[T, N, input_size] of the plan");
   check_tensor(op, "weights", weights, 1, device);
   check_shape_is(op, "weights", weights, Shape{s.weight_count}, "rnn_weight_count(params)");
-  if (h0 != nullptr) {
-    check_tensor(op, "h0", *h0, 3, device);
-    check_shape_is(op, "h0", *h0, s.h_shape(), "[num_layers * D, N, H_out]");
-  }
-  if (c0 != nullptr) {
-    if (!s.lstm())
-      invalid_argument(op, "c0", c0->shape().to_string(),
-                       std::string("must be null unless params.cell is lstm (it is ") +
-                           to_string(s.params().cell) + ", which has no cell state)");
-    check_tensor(op, "c0", *c0, 3, device);
-    check_shape_is(op, "c0", *c0, s.c_shape(), "[num_layers * D, N, hidden_size]");
-  }
+  check_state(op, s, "h0", h0, false, "[num_layers * D, N, H_out]");
+  check_state(op, s, "c0", c0, true, "[num_layers * D, N, hidden_size]");
   check_tensor(op, "y", y, 3, device);
   check_shape_is(op, "y", y, s.y_shape(), "[T, N, D * H_out]");
-  if (hy != nullptr) {
-    check_tensor(op, "hy", *hy, 3, device);
-    check_shape_is(op, "hy", *hy, s.h_shape(), "[num_layers * D, N, H_out]");
-  }
-  if (cy != nullptr) {
-    if (!s.lstm())
-      invalid_argument(op, "cy", cy->shape().to_string(),
-                       std::string("must be null unless params.cell is lstm (it is ") +
-                           to_string(s.params().cell) + ", which has no cell state)");
-    check_tensor(op, "cy", *cy, 3, device);
-    check_shape_is(op, "cy", *cy, s.c_shape(), "[num_layers * D, N, hidden_size]");
-  }
+  check_state(op, s, "hy", hy, false, "[num_layers * D, N, H_out]");
+  check_state(op, s, "cy", cy, true, "[num_layers * D, N, hidden_size]");
   const std::pair<const char*, const Tensor*> inputs[] = {
       {"x", &x}, {"weights", &weights}, {"h0", h0}, {"c0", c0}};
   const std::pair<const char*, const Tensor*> outputs[] = {{"y", &y}, {"hy", hy}, {"cy", cy}};
@@ -304,32 +297,12 @@ void check_backward_data(std::string_view op, const RnnPlanState& s,
   const Device device = s.device;
   check_tensor(op, "dy", dy, 3, device);
   check_shape_is(op, "dy", dy, s.y_shape(), "y's shape [T, N, D * H_out]");
-  if (dhy != nullptr) {
-    check_tensor(op, "dhy", *dhy, 3, device);
-    check_shape_is(op, "dhy", *dhy, s.h_shape(), "hy's shape");
-  }
-  auto lstm_only = [&](const char* name, const Tensor* t) {
-    if (t != nullptr && !s.lstm())
-      invalid_argument(op, name, t->shape().to_string(),
-                       std::string("must be null unless params.cell is lstm (it is ") +
-                           to_string(s.params().cell) + ")");
-  };
-  lstm_only("dcy", dcy);
-  lstm_only("dc0", dc0);
-  if (dcy != nullptr) {
-    check_tensor(op, "dcy", *dcy, 3, device);
-    check_shape_is(op, "dcy", *dcy, s.c_shape(), "cy's shape");
-  }
+  check_state(op, s, "dhy", dhy, false, "hy's shape");
+  check_state(op, s, "dcy", dcy, true, "cy's shape");
   check_tensor(op, "dx", dx, 3, device);
   check_shape_is(op, "dx", dx, s.x_shape(), "x's shape [T, N, input_size]");
-  if (dh0 != nullptr) {
-    check_tensor(op, "dh0", *dh0, 3, device);
-    check_shape_is(op, "dh0", *dh0, s.h_shape(), "h0's shape");
-  }
-  if (dc0 != nullptr) {
-    check_tensor(op, "dc0", *dc0, 3, device);
-    check_shape_is(op, "dc0", *dc0, s.c_shape(), "c0's shape");
-  }
+  check_state(op, s, "dh0", dh0, false, "h0's shape");
+  check_state(op, s, "dc0", dc0, true, "c0's shape");
   const std::pair<const char*, const Tensor*> inputs[] = {
       {"dy", &dy},
       {"dhy", dhy},
