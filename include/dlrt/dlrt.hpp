@@ -9,6 +9,7 @@
 #include "dlrt/error.hpp"
 #include "dlrt/log.hpp"
 #include "dlrt/memory.hpp"
+#include "dlrt/nn.hpp"
 #include "dlrt/nn_ops.hpp"
 #include "dlrt/optim.hpp"
 #include "dlrt/pool.hpp"
