@@ -55,6 +55,9 @@ constexpr Engine kRnnOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Cpu, Engine
 constexpr Engine kLinearOrder[] = {Engine::Cuda, Engine::Cpu, Engine::Reference};
 constexpr Engine kPointwiseOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Cpu, Engine::Reference};
 constexpr Engine kLossOrder[] = {Engine::Cuda, Engine::Cpu, Engine::Reference};
+// Parameter updates are float element loops with one formula per optimizer:
+// no oracle beyond the closed forms the tests check.
+constexpr Engine kOptimizerOrder[] = {Engine::Cuda, Engine::Cpu};
 
 struct FamilyFacts {
   OpFamily family;
@@ -69,6 +72,7 @@ constexpr FamilyFacts kFamilies[] = {
     {OpFamily::Linear, "linear", kLinearOrder},
     {OpFamily::Pointwise, "pointwise", kPointwiseOrder},
     {OpFamily::Loss, "loss", kLossOrder},
+    {OpFamily::Optimizer, "optimizer", kOptimizerOrder},
 };
 
 const EngineFacts* facts(Engine engine) {

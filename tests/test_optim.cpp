@@ -183,5 +183,47 @@ TEST(Optim, BadOptionsAndParametersAreNamed) {
                            {"parameters[0].value"}));
 }
 
+TEST(Optim, TheUpdatesAreTheOptimizerFamilysEngines) {
+  EXPECT_EQ(registered_engines(OpFamily::Optimizer),
+            (std::vector<Engine>{Engine::Cuda, Engine::Cpu}));
+  EXPECT_TRUE(engine_built(Engine::Cpu, OpFamily::Optimizer));
+  EXPECT_STREQ(to_string(OpFamily::Optimizer), "optimizer");
+}
+
+// The same steps on a GPU and on the CPU: the engines share their float
+// formulas (no contraction into FMAs, correctly rounded sqrt and divide),
+// so the results agree to the bit.
+TEST(Optim, CudaStepsMatchTheCpuBitwise) {
+  DLRT_SKIP_UNLESS_ENGINE_RUNS(Engine::Cuda);
+  const Device gpu = Device::cuda(0);
+  Context cpu_ctx, gpu_ctx(gpu);
+  const std::vector<float> start = test::random_values(1000, 3);
+  const std::vector<float> grad = test::random_values(1000, 4, -5.0f, 5.0f);
+  auto run = [&](Context& ctx, Device device, bool adam) {
+    Parameter p{"w", Tensor::from_vector({10, 100}, start, device),
+                Tensor::from_vector({10, 100}, grad, device)};
+    std::vector<float> out;
+    if (adam) {
+      optim::Adam opt(
+          {p}, {.learning_rate = 0.01f, .weight_decay = 0.1f, .decoupled_weight_decay = true});
+      for (int i = 0; i < 3; ++i) opt.step(ctx);
+    } else {
+      optim::Sgd opt(
+          {p}, {.learning_rate = 0.1f, .momentum = 0.9f, .nesterov = true, .weight_decay = 0.01f});
+      for (int i = 0; i < 3; ++i) opt.step(ctx);
+    }
+    const std::vector<Parameter> all{p};
+    const float norm = optim::clip_grad_norm(ctx, all, 1.0f);
+    out = p.value.to_vector(ctx);
+    for (float g : p.grad.to_vector(ctx)) out.push_back(g);
+    out.push_back(norm);
+    return out;
+  };
+  for (bool adam : {false, true}) {
+    SCOPED_TRACE(adam ? "adam" : "sgd");
+    EXPECT_TRUE(test::bitwise_equal(run(cpu_ctx, Device::cpu(), adam), run(gpu_ctx, gpu, adam)));
+  }
+}
+
 }  // namespace
 }  // namespace dlrt

@@ -30,6 +30,7 @@ enum class OpFamily {
   Linear,     // linear_forward, linear_backward_*, gram
   Pointwise,  // activations forward and backward, add, scale
   Loss,       // softmax cross-entropy forward and backward
+  Optimizer,  // the optimizers' parameter updates (optim::Sgd, optim::Adam) and clip_grad_norm
 };
 
 DLRT_EXPORT const char* to_string(Engine engine) noexcept;

@@ -13,8 +13,11 @@
 // is a MAP step only for plain SGD; it is the better regulariser in
 // practice and offered as such.
 //
-// The optimizers update parameters on the CPU today; a parameter on a CUDA
-// device raises Error(Unsupported) at construction.
+// The parameters of one optimizer live on one device (CPU or a CUDA GPU),
+// their state (momentum, Adam's moments) beside them; step() and
+// zero_grad() take a Context of that device and run on its engines (family
+// Optimizer: Cpu, Cuda), which apply the same float formulas element by
+// element.
 #pragma once
 
 #include <cstdint>
@@ -57,7 +60,8 @@ public:
 private:
   std::vector<Parameter> parameters_;
   SgdOptions options_;
-  std::vector<std::vector<float>> velocity_;
+  Device device_;
+  std::vector<Tensor> velocity_;
   bool started_ = false;
 };
 
@@ -85,12 +89,14 @@ public:
 private:
   std::vector<Parameter> parameters_;
   AdamOptions options_;
-  std::vector<std::vector<float>> m_, v_;
+  Device device_;
+  std::vector<Tensor> m_, v_;
   std::int64_t t_ = 0;
 };
 
 // Scales every gradient by max_norm / ||g|| when the global L2 norm ||g||
-// over all of them exceeds max_norm (> 0); returns ||g|| before clipping.
+// over all of them exceeds max_norm (> 0); returns ||g|| before clipping
+// (on a GPU this waits for ctx's stream: the host needs the norm).
 // A non-finite norm raises Error(InvalidArgument) naming the first
 // parameter holding a NaN or infinity, and changes nothing.
 DLRT_EXPORT float clip_grad_norm(Context& ctx, std::span<const Parameter> parameters,
