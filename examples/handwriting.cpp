@@ -6,6 +6,7 @@
 //
 //   dlrt_handwriting [--quick] [--data letter.data.gz] [--out DIR] [--epochs N]
 //                    [--batch WORDS] [--hidden H] [--lr RATE] [--seed S]
+//                    [--device auto|cpu|cuda]      (auto: the GPU when there is one)
 //
 // Writes DIR/handwriting-metrics.json (per-epoch loss and accuracy, the test
 // confusion matrix) for tools/plot_handwriting.py, and DIR/handwriting.safetensors
@@ -46,12 +47,14 @@ struct Options {
   float learning_rate = 3e-3f;
   std::uint64_t seed = 1;
   int test_fold = 0;
+  std::string device = "auto";  // auto: the GPU when there is one
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
   throw std::invalid_argument(message +
                               "\nusage: dlrt_handwriting [--quick] [--data FILE] [--out DIR] "
-                              "[--epochs N] [--batch WORDS] [--hidden H] [--lr RATE] [--seed S]");
+                              "[--epochs N] [--batch WORDS] [--hidden H] [--lr RATE] [--seed S] "
+                              "[--device auto|cpu|cuda]");
 }
 
 long long parse_integer(const std::string& option, const std::string& text, long long low,
@@ -93,6 +96,10 @@ Options parse_options(int argc, char** argv) {
       options.hidden = static_cast<int>(parse_integer(arg, value(), 1, 4096));
     } else if (arg == "--seed") {
       options.seed = static_cast<std::uint64_t>(parse_integer(arg, value(), 0, 1LL << 62));
+    } else if (arg == "--device") {
+      options.device = value();
+      if (options.device != "auto" && options.device != "cpu" && options.device != "cuda")
+        usage_error("option --device = '" + options.device + "': must be auto, cpu or cuda");
     } else if (arg == "--lr") {
       const std::string text = value();
       char* end = nullptr;
@@ -116,27 +123,28 @@ Options parse_options(int argc, char** argv) {
 // LSTM over the word and a linear classifier per position.
 class HandwritingNet : public nn::Module {
 public:
-  HandwritingNet(int hidden, nn::Generator& generator)
-      : Module(Device::cpu()),
+  HandwritingNet(int hidden, nn::Generator& generator, Device device)
+      : Module(device),
+        cnn_(device),
         lstm_(
             nn::RecurrentOptions{
                 .input_size = kFeatures, .hidden_size = hidden, .bidirectional = true},
-            generator),
-        classifier_(2 * hidden, dlrt::examples::kOcrClasses, generator) {
+            generator, device),
+        classifier_(2 * hidden, dlrt::examples::kOcrClasses, generator, /*bias=*/true, device) {
     dlrt::Conv2dParams same;
     same.pad_h = same.pad_w = 1;
     dlrt::Pool2dParams halve;  // 2x2 windows, stride 2
     cnn_.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 1, .out_channels = 16, .params = same},
-                         generator);
-    cnn_.add<nn::ReLU>();
-    cnn_.add<nn::MaxPool2d>(halve);
+                         generator, device);
+    cnn_.add<nn::ReLU>(device);
+    cnn_.add<nn::MaxPool2d>(halve, device);
     cnn_.add<nn::Conv2d>(nn::Conv2dOptions{.in_channels = 16, .out_channels = 32, .params = same},
-                         generator);
-    cnn_.add<nn::ReLU>();
-    cnn_.add<nn::MaxPool2d>(halve);
-    cnn_.add<nn::Flatten>();
-    cnn_.add<nn::Linear>(32 * 4 * 2, kFeatures, generator);
-    cnn_.add<nn::ReLU>();
+                         generator, device);
+    cnn_.add<nn::ReLU>(device);
+    cnn_.add<nn::MaxPool2d>(halve, device);
+    cnn_.add<nn::Flatten>(device);
+    cnn_.add<nn::Linear>(32 * 4 * 2, kFeatures, generator, /*bias=*/true, device);
+    cnn_.add<nn::ReLU>(device);
     register_module("cnn", cnn_);
     register_module("lstm", lstm_);
     register_module("classifier", classifier_);
@@ -171,7 +179,8 @@ struct Batch {
   std::vector<const OcrWord*> words;
 };
 
-Batch make_batch(const std::vector<const OcrWord*>& words) {
+// Built on the host, then copied to `device`.
+Batch make_batch(const std::vector<const OcrWord*>& words, Device device) {
   Batch batch;
   batch.words = words;
   batch.B = static_cast<std::int64_t>(words.size());
@@ -196,14 +205,15 @@ Batch make_batch(const std::vector<const OcrWord*>& words) {
                 pixels.begin() + static_cast<std::ptrdiff_t>(row * H * W));
     }
   }
-  batch.images = Tensor::from_vector(Shape{rows, 1, H, W}, pixels);
-  batch.mask = Tensor::from_vector(Shape{rows}, mask);
+  batch.images = Tensor::from_vector(Shape{rows, 1, H, W}, pixels, device);
+  batch.mask = Tensor::from_vector(Shape{rows}, mask, device);
+  if (!device.is_cpu()) batch.labels = batch.labels.to(device);
   return batch;
 }
 
 // Sorted by length with ties in random order, then cut into batches.
 std::vector<Batch> make_batches(std::vector<const OcrWord*> words, int batch_words,
-                                nn::Generator& generator) {
+                                nn::Generator& generator, Device device) {
   std::vector<std::uint64_t> keys(words.size());
   for (auto& k : keys) k = generator.next();
   std::vector<std::size_t> order(words.size());
@@ -218,7 +228,7 @@ std::vector<Batch> make_batches(std::vector<const OcrWord*> words, int batch_wor
     std::vector<const OcrWord*> chunk;
     for (std::size_t i = start; i < std::min(order.size(), start + batch_words); ++i)
       chunk.push_back(words[order[i]]);
-    batches.push_back(make_batch(chunk));
+    batches.push_back(make_batch(chunk, device));
   }
   return batches;
 }
@@ -352,24 +362,28 @@ int run(const Options& options) {
       train_words.size(), static_cast<long long>(train_letters), options.test_fold,
       test_words.size());
 
-  Context ctx;
+  const Device device =
+      options.device == "cuda" || (options.device == "auto" && dlrt::cuda_available())
+          ? Device::cuda(0)
+          : Device::cpu();
+  Context ctx(device);
   nn::Generator generator(options.seed);
-  HandwritingNet model(options.hidden, generator);
+  HandwritingNet model(options.hidden, generator, device);
   const dlrt::EngineQuery conv =
       dlrt::conv2d_query(ctx, dlrt::Conv2dOp::Forward, Shape{32, 16, 8, 4}, Shape{32, 16, 3, 3},
                          dlrt::Conv2dParams{1, 1});
   std::printf(
-      "model: CNN + bidirectional LSTM (hidden %d), %lld parameters; engines: Auto (%s for "
+      "model: CNN + bidirectional LSTM (hidden %d), %lld parameters on %s; engines: Auto (%s for "
       "conv), %d threads\n",
-      options.hidden, static_cast<long long>(model.parameter_count()), dlrt::to_string(conv.engine),
-      dlrt::num_threads());
+      options.hidden, static_cast<long long>(model.parameter_count()),
+      dlrt::to_string(device).c_str(), dlrt::to_string(conv.engine), dlrt::num_threads());
 
   std::vector<dlrt::optim::Parameter> parameters = model.parameters();
   dlrt::optim::AdamOptions adam;
   adam.learning_rate = options.learning_rate;
   dlrt::optim::Adam optimizer(parameters, adam);
   nn::SoftmaxCrossEntropy loss_function;
-  const std::vector<Batch> test_batches = make_batches(test_words, 128, generator);
+  const std::vector<Batch> test_batches = make_batches(test_words, 128, generator, device);
 
   const std::int64_t steps_per_epoch =
       (static_cast<std::int64_t>(train_words.size()) + options.batch_words - 1) /
@@ -379,7 +393,7 @@ int run(const Options& options) {
   std::vector<EpochRecord> history;
   for (int epoch = 1; epoch <= options.epochs; ++epoch) {
     const auto epoch_start = Clock::now();
-    std::vector<Batch> batches = make_batches(train_words, options.batch_words, generator);
+    std::vector<Batch> batches = make_batches(train_words, options.batch_words, generator, device);
     shuffle(batches, generator);
     double loss_sum = 0.0;
     std::int64_t letters_seen = 0;
