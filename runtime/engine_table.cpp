@@ -30,6 +30,7 @@ constexpr EngineFacts kEngines[] = {
     {Engine::Cpu, "cpu", Device::Kind::Cpu},
     {Engine::Cuda, "cuda", Device::Kind::Cuda},
     {Engine::Cudnn, "cudnn", Device::Kind::Cuda},
+    {Engine::Onednn, "onednn", Device::Kind::Cpu},
 };
 
 // What is measured against what: dlrt's CUDA kernels against cuDNN, its CPU
@@ -37,6 +38,7 @@ constexpr EngineFacts kEngines[] = {
 constexpr EngineComparison kComparisons[] = {
     {Engine::Cuda, Engine::Cudnn},
     {Engine::Cpu, Engine::Reference},
+    {Engine::Cpu, Engine::Onednn},
 };
 
 // Auto's order, best first; an engine appears in a family's list exactly
@@ -44,7 +46,10 @@ constexpr EngineComparison kComparisons[] = {
 // faster on most shapes, and dlrt's kernels take what it declines. Pooling:
 // dlrt's kernels lead, since they honour every mode, argmax indices and the
 // first-maximum tie rule in backward, which cuDNN declines.
-constexpr Engine kConv2dOrder[] = {Engine::Cudnn, Engine::Cuda, Engine::Cpu, Engine::Reference};
+// On the CPU, oneDNN comes before Cpu and passes the problems its measured
+// rule gives to Cpu (kernels/onednn/conv2d.cpp): Auto gets the faster.
+constexpr Engine kConv2dOrder[] = {Engine::Cudnn, Engine::Cuda, Engine::Onednn, Engine::Cpu,
+                                   Engine::Reference};
 constexpr Engine kPool2dOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Cpu, Engine::Reference};
 // Recurrent networks: dlrt's cell kernels played by the scheduler lead on
 // the GPU (streams, wavefront, CUDA graphs), cuDNN's whole-sequence calls

@@ -43,11 +43,16 @@ private:
   std::string description_;
 };
 
-// An engine's plan for one problem, or why it declines.
+// An engine's plan for one problem, or why it declines. `defer`, set with a
+// kernel, says that the engine runs the problem but its measured rule
+// expects a later engine of Auto's order to be faster: Auto tries those
+// first and comes back to this one only when none of them plans it. An
+// explicit request for the engine ignores it.
 template <class Kernel>
 struct Planned {
   std::shared_ptr<const Kernel> kernel;
   std::string reason;
+  std::string defer = {};
 
   static Planned no(std::string why) { return {nullptr, std::move(why)}; }
 };
@@ -104,6 +109,7 @@ struct Resolution {
   std::shared_ptr<const Kernel> kernel;
   Engine engine = Engine::Auto;  // the engine that planned it (or was asked)
   std::string reason;            // why not; for Auto, what was passed over
+  std::string defer = {};        // while resolving: the engine's rule passes it on
 };
 
 // Plans the problem on `requested` (Auto: the family's engines in order,
@@ -116,20 +122,38 @@ Resolution<Kernel> resolve(Device device, Engine requested, PlanFn&& plan) {
     if (!why.empty()) return {nullptr, engine, std::move(why)};
     const Family* impl = Registry<Family>::instance().find(engine);
     Planned<Kernel> planned = plan(*impl);
-    return {std::move(planned.kernel), engine, std::move(planned.reason)};
+    return {std::move(planned.kernel), engine, std::move(planned.reason), std::move(planned.defer)};
   };
-  if (requested != Engine::Auto) return try_one(requested);
+  if (requested != Engine::Auto) {
+    Resolution<Kernel> choice = try_one(requested);
+    choice.defer.clear();
+    return choice;
+  }
 
   std::string declined;
+  Resolution<Kernel> deferred;
   for (Engine engine : auto_order(Family::kFamily)) {
     if (engine_device(engine) != device.kind) continue;
     Resolution<Kernel> choice = try_one(engine);
+    if (choice.kernel && !choice.defer.empty()) {
+      if (!deferred.kernel) deferred = std::move(choice);
+      continue;
+    }
     if (choice.kernel) {
+      if (deferred.kernel) {
+        if (!declined.empty()) declined += "; ";
+        declined += std::string(to_string(deferred.engine)) + " passed it on: " + deferred.defer;
+      }
       choice.reason = declined.empty() ? "first choice" : "after " + declined;
       return choice;
     }
     if (!declined.empty()) declined += "; ";
     declined += std::string(to_string(engine)) + " declined: " + choice.reason;
+  }
+  if (deferred.kernel) {
+    deferred.reason = "no later engine runs it (" + declined + ")";
+    deferred.defer.clear();
+    return deferred;
   }
   return {nullptr, Engine::Auto,
           "no engine supports this problem on " + to_string(device) + " (" + declined + ")"};

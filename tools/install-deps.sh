@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(cmake ninja-build g++ pkg-config libopenblas-dev libopenblas-pthread-dev libgtest-dev libgmock-dev
           libbenchmark-dev libpng-dev python3 python3-matplotlib python3-numpy python3-venv clang libclang-rt-dev
-          clang-format libomp-dev)
+          clang-format libomp-dev libdnnl-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -20,6 +20,7 @@ enum class Engine {
   Cpu,        // the fast CPU fallback: packing + OpenBLAS on dlrt's threads (CPU)
   Cuda,       // dlrt's own CUDA kernels (GPU)
   Cudnn,      // cuDNN 9, for comparison (GPU)
+  Onednn,     // oneDNN (Intel's CPU library, as PyTorch's CPU path), beside Cpu (CPU)
 };
 
 // The groups of ops that engines implement as a whole.
