@@ -5,7 +5,9 @@
 # included), the ThreadSanitizer build, the installed-package consumer, a
 # bounded libFuzzer run of each fuzz target (DLRT_FUZZ_SECONDS, default 60),
 # and, where nvcc is, the resource check of the fast Cuda kernels
-# (tools/check-cuda-resources.sh). CI runs exactly this.
+# (tools/check-cuda-resources.sh) and the dry run of the GPU suite
+# (tools/gpu-suite.sh --dry-run on the default build's binaries). CI runs
+# exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/install-deps.sh
@@ -78,8 +80,27 @@ run_cuda_resource_check() {
   resource_check="passed"
 }
 
+# tools/gpu-suite.sh --dry-run: bundles the default build's binaries as a
+# GPU machine receives them (no rebuild), resolves the CUDA libraries against
+# a fake layout of NVIDIA's Python wheels, runs the tests, the quick
+# benchmarks, the sanitizer plumbing and the report, and checks the suite's
+# rules (about 20 s). Where the default build has no CUDA engines there is
+# nothing to bundle, and it says so.
+gpu_suite_dry_run="not run"
+run_gpu_suite_dry_run() {
+  if ! grep -q '^DLRT_WITH_CUDA:BOOL=ON' build/default/CMakeCache.txt 2>/dev/null; then
+    gpu_suite_dry_run="skipped: the default build has no CUDA engines (no nvcc)"
+    echo "=== gpu suite dry run: $gpu_suite_dry_run"
+    return
+  fi
+  echo "=== gpu suite dry run: tools/gpu-suite.sh --dry-run"
+  DLRT_SUITE_DRY_RUN_FROM=build/default tools/gpu-suite.sh --dry-run
+  gpu_suite_dry_run="passed"
+}
+
 run_preset default
 run_cuda_resource_check
+run_gpu_suite_dry_run
 run_preset cpu-only
 run_preset asan
 run_preset tsan
@@ -87,3 +108,4 @@ run_preset fuzz -DDLRT_FUZZ_SECONDS="${DLRT_FUZZ_SECONDS:-60}"
 echo "=== all test suites passed (tests that skip say why: no GPU here, or an engine declines the case)"
 echo "total: $((total - skipped)) passed, 0 failed, $skipped skipped"
 echo "cuda resource check: $resource_check"
+echo "gpu suite dry run: $gpu_suite_dry_run"
