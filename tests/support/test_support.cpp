@@ -44,7 +44,14 @@ Device device_for(Engine engine) {
 }
 
 std::string engine_unavailable(Engine engine) {
-  if (device_for(engine).is_cpu()) return {};
+  if (device_for(engine).is_cpu()) {
+    // A CPU engine with an optional dependency (Onednn) may be left out of the build.
+    for (OpFamily family : {OpFamily::Conv2d, OpFamily::Pool2d, OpFamily::Rnn, OpFamily::Linear,
+                            OpFamily::Pointwise, OpFamily::Loss, OpFamily::Optimizer})
+      if (engine_built(engine, family)) return {};
+    return std::string("engine ") + to_string(engine) +
+           " is not in this build of libdlrt (its library was not found, or it was switched off)";
+  }
   if (!built_with_cuda()) return "libdlrt was built without CUDA (DLRT_WITH_CUDA=OFF)";
   if (!cuda_available()) return "no CUDA device on this machine: " + cuda_unavailable_reason();
   return {};
