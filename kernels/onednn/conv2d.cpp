@@ -355,9 +355,8 @@ public:
                        (pieces.size() == 1 ? "" : "s");
     const std::size_t bytes = layout.bytes;
     Result result;
-    result.kernel = std::make_shared<OnednnConv2dKernel>(bytes, std::move(text), p.op, g,
-                                                         std::move(pieces), std::move(kernels),
-                                                         std::move(layout));
+    result.kernel = std::make_shared<OnednnConv2dKernel>(
+        bytes, std::move(text), p.op, g, std::move(pieces), std::move(kernels), std::move(layout));
     result.defer = prefer_cpu(p);
     return result;
   }
