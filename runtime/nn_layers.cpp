@@ -112,12 +112,18 @@ MaxPool2d::MaxPool2d(const Pool2dParams& params, Device device) : Layer(device),
   (void)pool2d_output_shape(Shape{1, 1, params.window_h, params.window_w}, params);
 }
 
-void MaxPool2d::check_input(const Tensor& x) const {
+namespace {
+
+// Both pooling layers take [N, C, H, W] inputs that their window fits.
+void check_pool_input(const char* type, const Tensor& x, const Pool2dParams& params) {
   if (x.rank() != 4)
-    invalid_argument(layer_op(type(), "forward"), "x", x.shape().to_string(),
-                     "must be [N, C, H, W]");
-  (void)pool2d_output_shape(x.shape(), params_);
+    invalid_argument(layer_op(type, "forward"), "x", x.shape().to_string(), "must be [N, C, H, W]");
+  (void)pool2d_output_shape(x.shape(), params);
 }
+
+}  // namespace
+
+void MaxPool2d::check_input(const Tensor& x) const { check_pool_input(type(), x, params_); }
 
 Tensor MaxPool2d::run_forward(Context& ctx, const Tensor& x) {
   const Shape y_shape = pool2d_output_shape(x.shape(), params_);
@@ -147,12 +153,7 @@ AvgPool2d::AvgPool2d(const Pool2dParams& params, Device device) : Layer(device),
   (void)pool2d_output_shape(Shape{1, 1, params.window_h, params.window_w}, params);
 }
 
-void AvgPool2d::check_input(const Tensor& x) const {
-  if (x.rank() != 4)
-    invalid_argument(layer_op(type(), "forward"), "x", x.shape().to_string(),
-                     "must be [N, C, H, W]");
-  (void)pool2d_output_shape(x.shape(), params_);
-}
+void AvgPool2d::check_input(const Tensor& x) const { check_pool_input(type(), x, params_); }
 
 Tensor AvgPool2d::run_forward(Context& ctx, const Tensor& x) {
   Tensor y(pool2d_output_shape(x.shape(), params_), ctx);
