@@ -55,6 +55,28 @@ public:
   virtual Planned<LinearKernel> plan(Context& ctx, const LinearProblem& problem) const = 0;
 };
 
+// One host function per op, for the engines that run each op as a plain
+// function call (Reference, Cpu); run_linear_op picks the one of p.op.
+struct LinearFunctions {
+  using Fn = void (*)(const LinearProblem&, const LinearArgs&);
+  Fn forward, backward_data, backward_weights, gram, gram_backward;
+};
+
+inline void run_linear_op(const LinearFunctions& f, const LinearProblem& p, const LinearArgs& a) {
+  switch (p.op) {
+    case LinearOp::Forward:
+      return f.forward(p, a);
+    case LinearOp::BackwardData:
+      return f.backward_data(p, a);
+    case LinearOp::BackwardWeights:
+      return f.backward_weights(p, a);
+    case LinearOp::Gram:
+      return f.gram(p, a);
+    case LinearOp::GramBackward:
+      return f.gram_backward(p, a);
+  }
+}
+
 template <class Run>
 std::shared_ptr<const LinearKernel> make_linear_kernel(Engine engine, std::size_t workspace_bytes,
                                                        std::string description, Run run) {

@@ -69,21 +69,11 @@ public:
   Engine engine() const override { return Engine::Reference; }
 
   Planned<LinearKernel> plan(Context&, const LinearProblem& p) const override {
-    return {make_linear_kernel(engine(), 0, "reference loops, double accumulation",
-                               [p](Context&, const LinearArgs& a, void*) {
-                                 switch (p.op) {
-                                   case LinearOp::Forward:
-                                     return forward(p, a);
-                                   case LinearOp::BackwardData:
-                                     return backward_data(p, a);
-                                   case LinearOp::BackwardWeights:
-                                     return backward_weights(p, a);
-                                   case LinearOp::Gram:
-                                     return gram(p, a);
-                                   case LinearOp::GramBackward:
-                                     return gram_backward(p, a);
-                                 }
-                               }),
+    static constexpr LinearFunctions kFunctions{forward, backward_data, backward_weights, gram,
+                                                gram_backward};
+    return {make_linear_kernel(
+                engine(), 0, "reference loops, double accumulation",
+                [p](Context&, const LinearArgs& a, void*) { run_linear_op(kFunctions, p, a); }),
             {}};
   }
 };
