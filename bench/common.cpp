@@ -99,13 +99,17 @@ std::vector<dlrt::Engine> parse_engines(const std::string& name, const std::stri
   std::vector<dlrt::Engine> engines;
   for (const std::string& item : split(value, ',')) {
     if (item.empty()) continue;
+    if (item == "all") {
+      for (dlrt::Engine e : dlrt::known_engines())
+        if (std::find(engines.begin(), engines.end(), e) == engines.end()) engines.push_back(e);
+      continue;
+    }
     dlrt::Engine engine;
     try {
       engine = dlrt::engine_from_string(item);
     } catch (const dlrt::Error&) {
       throw BadOption(name + ": unknown engine '" + item + "' (" + engine_list() + ")");
     }
-    if (engine == dlrt::Engine::Auto) throw BadOption(name + ": name engines, not auto");
     if (std::find(engines.begin(), engines.end(), engine) == engines.end())
       engines.push_back(engine);
   }
@@ -115,6 +119,9 @@ std::vector<dlrt::Engine> parse_engines(const std::string& name, const std::stri
   std::vector<dlrt::Engine> ordered;
   for (dlrt::Engine e : dlrt::known_engines())
     if (std::find(engines.begin(), engines.end(), e) != engines.end()) ordered.push_back(e);
+  // Auto, on the CPU, last: the row that shows what a user who names no engine gets.
+  if (std::find(engines.begin(), engines.end(), dlrt::Engine::Auto) != engines.end())
+    ordered.push_back(dlrt::Engine::Auto);
   return ordered;
 }
 
@@ -127,7 +134,9 @@ const char* kHelp = R"(dlrt benchmark options (besides Google Benchmark's own --
   --dlrt_shapes_dir=DIR        folder of the tables (default: the source tree's bench/shapes)
                                                                      [env DLRT_BENCH_SHAPES_DIR]
   --dlrt_engines=LIST          engines to register, by name (default: every engine of the
-                               library's table; dlrt_engines in the JSON context lists them)
+                               library's table; dlrt_engines in the JSON context lists them);
+                               all names the table's engines, auto adds Engine::Auto on the
+                               CPU (the report shows its ratio to the row's fastest CPU engine)
                                                                      [env DLRT_BENCH_ENGINES]
   --dlrt_l2_flush=BOOL         GPU: overwrite a buffer of twice the L2 size before each timed
                                iteration (default true)              [env DLRT_BENCH_L2_FLUSH]
@@ -675,7 +684,13 @@ void add_context(Family family, const std::vector<Table>& tables) {
   add("dlrt_bench_family", family_name(family));
   add("cpu_threads", std::to_string(dlrt::num_threads()));
   // The report tool reads the engines and the pairs it compares from here.
-  add("dlrt_engines", engine_list());
+  add("dlrt_engines", engine_list() + ",auto");
+  // The engines Auto's CPU row is measured against (auto/fastest in the report).
+  std::string cpu_engines;
+  for (dlrt::Engine e : dlrt::known_engines())
+    if (dlrt::engine_device(e) == dlrt::Device::Kind::Cpu)
+      cpu_engines.append(cpu_engines.empty() ? "" : ",").append(dlrt::to_string(e));
+  add("dlrt_auto_rivals", cpu_engines);
   std::string comparisons;
   for (const dlrt::EngineComparison& c : dlrt::engine_comparisons()) {
     if (!comparisons.empty()) comparisons += ',';

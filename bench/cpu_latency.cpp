@@ -1,4 +1,4 @@
-// dlrt_cpu_latency: how the Cpu engine's ops behave on a shared machine.
+// dlrt_cpu_latency: how the CPU engines' ops behave on a shared machine.
 //
 // Runs a set of small and large ops, each in several fresh processes, idle
 // and with a CPU hog running (a child of this tool that spins on one core
@@ -10,7 +10,10 @@
 //   - under one hog, large ops no slower than at one thread under the same hog;
 //   - idle, large ops at least 1.8x faster on all threads than on one.
 //
-//   dlrt_cpu_latency [--processes N] [--reps N] [--threads N] [--quick]
+//   dlrt_cpu_latency [--processes N] [--reps N] [--threads N] [--quick] [--engine E]
+//
+// E is cpu (the default), onednn or auto; an op the engine declines is
+// listed as declined, with the reason.
 //
 // The thread count reaches each worker process through DLRT_NUM_THREADS and
 // OMP_NUM_THREADS, so the tool also measures builds older than
@@ -36,6 +39,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The engine every op runs on (--engine; the workers get it on their command line).
+dlrt::Engine g_engine = dlrt::Engine::Cpu;
+
 struct Op {
   const char* name;
   bool large;
@@ -60,9 +66,8 @@ std::function<void()> conv_forward(dlrt::Context& ctx, dlrt::Shape x_shape, std:
   auto w = std::make_shared<dlrt::Tensor>(random_tensor({K, x_shape[1], R, R}, 2));
   auto y =
       std::make_shared<dlrt::Tensor>(dlrt::conv2d_output_shape(x->shape(), w->shape(), params));
-  return [&ctx, x, w, y, params] {
-    dlrt::conv2d_forward(ctx, *x, *w, nullptr, *y, params, dlrt::Engine::Cpu);
-  };
+  return
+      [&ctx, x, w, y, params] { dlrt::conv2d_forward(ctx, *x, *w, nullptr, *y, params, g_engine); };
 }
 
 std::function<void()> conv_backward_filter(dlrt::Context& ctx, dlrt::Shape x_shape, std::int64_t K,
@@ -74,7 +79,7 @@ std::function<void()> conv_backward_filter(dlrt::Context& ctx, dlrt::Shape x_sha
   auto dy = std::make_shared<dlrt::Tensor>(
       random_tensor(dlrt::conv2d_output_shape(x->shape(), dw->shape(), params), 4));
   return [&ctx, x, dw, dy, params] {
-    dlrt::conv2d_backward_filter(ctx, *x, *dy, *dw, params, dlrt::Engine::Cpu);
+    dlrt::conv2d_backward_filter(ctx, *x, *dy, *dw, params, g_engine);
   };
 }
 
@@ -82,18 +87,26 @@ std::function<void()> pool_forward(dlrt::Context& ctx, dlrt::Shape x_shape,
                                    dlrt::Pool2dParams params) {
   auto x = std::make_shared<dlrt::Tensor>(random_tensor(x_shape, 5));
   auto y = std::make_shared<dlrt::Tensor>(dlrt::pool2d_output_shape(x->shape(), params));
-  return [&ctx, x, y, params] { dlrt::pool2d_forward(ctx, *x, *y, params, dlrt::Engine::Cpu); };
+  return [&ctx, x, y, params] { dlrt::pool2d_forward(ctx, *x, *y, params, g_engine); };
 }
 
 std::vector<Op> ops() {
   dlrt::Pool2dParams global7 = dlrt::Pool2dParams::global(dlrt::PoolMode::Max, {2, 64, 7, 7});
+  dlrt::Pool2dParams global7_average = global7;
+  global7_average.mode = dlrt::PoolMode::AverageExcludePad;
   dlrt::Pool2dParams window3;
   window3.window_h = window3.window_w = 3;
   window3.pad_h = window3.pad_w = 1;
+  dlrt::Pool2dParams window3_average = window3;
+  window3_average.mode = dlrt::PoolMode::AverageIncludePad;
   return {
       {"pool max global 7x7, 2x64x7x7", false,
        [=](dlrt::Context& c) {
          return pool_forward(c, {2, 64, 7, 7}, global7);
+       }},
+      {"pool avg global 7x7, 2x64x7x7", false,
+       [=](dlrt::Context& c) {
+         return pool_forward(c, {2, 64, 7, 7}, global7_average);
        }},
       {"conv 3x3 fwd, 2x16x32x32 k32", false,
        [](dlrt::Context& c) {
@@ -115,6 +128,10 @@ std::vector<Op> ops() {
        [=](dlrt::Context& c) {
          return pool_forward(c, {8, 64, 112, 112}, window3);
        }},
+      {"pool avg 3x3 s2, 8x64x112x112", true,
+       [=](dlrt::Context& c) {
+         return pool_forward(c, {8, 64, 112, 112}, window3_average);
+       }},
   };
 }
 
@@ -124,7 +141,16 @@ int run_worker(int reps) {
   dlrt::Context ctx;
   for (const Op& op : ops()) {
     std::function<void()> call = op.prepare(ctx);
-    call();  // warm-up: caches, the thread pool, the workspace
+    try {
+      call();  // warm-up: caches, the thread pool, the workspace, the plan
+    } catch (const dlrt::Error& e) {
+      // "name <tab> declined: reason", the reason on one line.
+      std::string reason = e.what();
+      std::replace(reason.begin(), reason.end(), '\t', ' ');
+      std::replace(reason.begin(), reason.end(), '\n', ' ');
+      std::printf("%s\tdeclined: %s\n", op.name, reason.c_str());
+      continue;
+    }
     std::printf("%s", op.name);
     for (int r = 0; r < reps; ++r) {
       const auto start = Clock::now();
@@ -163,6 +189,8 @@ void stop_hog(pid_t pid) {
 
 // op name -> latencies (us) of every repetition of every process.
 using Samples = std::map<std::string, std::vector<double>>;
+// op name -> why the engine declined it.
+std::map<std::string, std::string> g_declined;
 
 bool run_processes(const char* self, int processes, int reps, int threads, Samples* samples) {
   const std::string count = std::to_string(threads);
@@ -177,7 +205,8 @@ bool run_processes(const char* self, int processes, int reps, int threads, Sampl
       setenv("DLRT_NUM_THREADS", count.c_str(), 1);
       setenv("OMP_NUM_THREADS", count.c_str(), 1);
       const std::string reps_text = std::to_string(reps);
-      execl(self, self, "--worker", reps_text.c_str(), static_cast<char*>(nullptr));
+      execl(self, self, "--engine", dlrt::to_string(g_engine), "--worker", reps_text.c_str(),
+            static_cast<char*>(nullptr));
       _exit(127);
     }
     close(pipe_fd[1]);
@@ -201,6 +230,10 @@ bool run_processes(const char* self, int processes, int reps, int threads, Sampl
       line_start = line_end + 1;
       const std::size_t tab = line.find('\t');
       if (tab == std::string::npos) continue;
+      if (line.compare(tab + 1, 9, "declined:") == 0) {
+        g_declined[line.substr(0, tab)] = line.substr(tab + 11);
+        continue;
+      }
       std::vector<double>& into = (*samples)[line.substr(0, tab)];
       for (std::size_t at = tab; at != std::string::npos; at = line.find('\t', at + 1))
         into.push_back(std::strtod(line.c_str() + at + 1, nullptr));
@@ -243,6 +276,24 @@ int main(int argc, char** argv) {
       return std::atoi(argv[++i]);
     };
     if (arg == "--worker") return run_worker(value());
+    if (arg == "--engine") {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "--engine needs a value\n");
+        return 2;
+      }
+      try {
+        g_engine = dlrt::engine_from_string(argv[++i]);
+      } catch (const dlrt::Error& e) {
+        std::fprintf(stderr, "--engine: %s\n", e.what());
+        return 2;
+      }
+      if (g_engine != dlrt::Engine::Auto &&
+          dlrt::engine_device(g_engine) != dlrt::Device::Kind::Cpu) {
+        std::fprintf(stderr, "--engine: %s is not a CPU engine\n", argv[i]);
+        return 2;
+      }
+      continue;
+    }
     if (arg == "--processes")
       processes = value();
     else if (arg == "--reps")
@@ -253,7 +304,7 @@ int main(int argc, char** argv) {
       quick = true;
     else {
       std::fprintf(stderr,
-                   "usage: %s [--processes N] [--reps N] [--threads N] [--quick]\n"
+                   "usage: %s [--processes N] [--reps N] [--threads N] [--quick] [--engine E]\n"
                    "  runs each op idle and under a CPU hog, at 1 and N threads, in N processes\n",
                    argv[0]);
       return arg == "--help" ? 0 : 2;
@@ -285,8 +336,8 @@ int main(int argc, char** argv) {
     results.push_back(std::move(samples));
   }
 
-  std::printf("dlrt %s, %d threads, %d processes x %d repetitions per configuration\n",
-              dlrt::version(), threads, processes, reps);
+  std::printf("dlrt %s, engine %s, %d threads, %d processes x %d repetitions per configuration\n",
+              dlrt::version(), dlrt::to_string(g_engine), threads, processes, reps);
   std::printf("BLAS: %s (%s)\n\n", dlrt::cpu_backend_info().blas.c_str(),
               dlrt::cpu_backend_info().blas_threading.c_str());
   std::printf(
@@ -296,6 +347,11 @@ int main(int argc, char** argv) {
   bool all_met = true;
   for (const Op& op : ops()) {
     const std::string name = op.name;
+    if (const auto declined = g_declined.find(name); declined != g_declined.end()) {
+      std::printf("| %s | %s | declined: %s |||||\n", name.c_str(), op.large ? "large" : "small",
+                  declined->second.c_str());
+      continue;
+    }
     double m[4];
     std::string cells;
     for (int c = 0; c < 4; ++c) {

@@ -47,14 +47,19 @@ constexpr EngineComparison kComparisons[] = {
 // dlrt's kernels lead, since they honour every mode, argmax indices and the
 // first-maximum tie rule in backward, which cuDNN declines.
 // On the CPU, oneDNN comes before Cpu and passes the problems its measured
-// rule gives to Cpu (kernels/onednn/conv2d.cpp): Auto gets the faster.
+// rule gives to Cpu (kernels/onednn/conv2d.cpp, pool2d.cpp): Auto gets the
+// faster. For pooling it runs the averages only (max declined: NaN rule).
 constexpr Engine kConv2dOrder[] = {Engine::Cudnn, Engine::Cuda, Engine::Onednn, Engine::Cpu,
                                    Engine::Reference};
-constexpr Engine kPool2dOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Cpu, Engine::Reference};
+constexpr Engine kPool2dOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Onednn, Engine::Cpu,
+                                   Engine::Reference};
 // Recurrent networks: dlrt's cell kernels played by the scheduler lead on
 // the GPU (streams, wavefront, CUDA graphs), cuDNN's whole-sequence calls
-// take what they decline.
-constexpr Engine kRnnOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Cpu, Engine::Reference};
+// take what they decline. On the CPU, oneDNN's whole-sequence primitives
+// come before Cpu and pass on what their measured rule gives to Cpu
+// (kernels/onednn/rnn.cpp).
+constexpr Engine kRnnOrder[] = {Engine::Cuda, Engine::Cudnn, Engine::Onednn, Engine::Cpu,
+                                Engine::Reference};
 // GEMM-shaped and element-wise ops: no cuDNN engine for the GEMMs (Cuda
 // calls cuBLAS); cuDNN has activations, dlrt's fused kernels lead.
 constexpr Engine kLinearOrder[] = {Engine::Cuda, Engine::Cpu, Engine::Reference};

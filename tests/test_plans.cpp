@@ -15,9 +15,8 @@ namespace {
 TEST(EngineTable, EveryFamilyListsItsEnginesInAutoOrder) {
   for (OpFamily family : {OpFamily::Conv2d, OpFamily::Pool2d}) {
     const std::vector<Engine> engines = registered_engines(family);
-    // Every engine implements convolution; pooling has no Onednn engine yet.
-    EXPECT_EQ(engines.size(), known_engines().size() - (family == OpFamily::Pool2d ? 1 : 0))
-        << to_string(family);
+    // Every engine implements convolution and pooling.
+    EXPECT_EQ(engines.size(), known_engines().size()) << to_string(family);
     for (Engine e : engines) {
       EXPECT_NE(e, Engine::Auto);
       // Onednn is built where oneDNN was found, an optional dependency.
