@@ -61,11 +61,12 @@ void memcpy(void* dst, Device dst_device, const void* src, Device src_device, st
   // queued before it.
   set_device(dst_device.is_cuda() ? dst_device.index : src_device.index);
   DLRT_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault));
-  // cudaMemcpy returns before a device-to-device copy has finished; waiting
-  // here keeps the legacy stream empty of dlrt work, which the allocator's
-  // stream fences rely on.
-  if (dst_device.is_cuda() && src_device.is_cuda())
-    DLRT_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
+  // cudaMemcpy may return before a copy into device memory has landed: a
+  // device-to-device copy, and a host-to-device one from pageable memory
+  // once the source is staged. Waiting here keeps the legacy stream empty
+  // of dlrt work, which the allocator's stream fences rely on. (A copy
+  // into host memory has finished when cudaMemcpy returns.)
+  if (dst_device.is_cuda()) DLRT_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
 }
 
 void memset_zero(void* dst, int device, std::size_t bytes) {

@@ -255,7 +255,7 @@ Trace make_trace(const TaskGraph& graph, const PlayRecord& record) {
   for (std::int32_t i = 0; i < count; ++i) {
     TraceEvent event;
     event.name = graph.node_name(i);
-    event.track = "cpu " + std::to_string(record.worker[i]);
+    event.track = std::string(record.track) + " " + std::to_string(record.worker[i]);
     event.start_us = record.start_us[i];
     event.end_us = record.end_us[i];
     event.node = i;

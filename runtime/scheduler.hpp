@@ -22,6 +22,9 @@ struct PlayRecord {
   Executor executor = Executor::Sequential;
   std::vector<double> start_us, end_us;
   std::vector<std::int32_t> worker;
+  // What a worker is called in the trace ("cpu 0"; the GPU executors name
+  // their streams).
+  const char* track = "cpu";
 };
 
 class TaskGraph {
@@ -49,6 +52,10 @@ public:
   // (nodes not yet started are skipped) and is rethrown here. Fills
   // `record` when it is not null.
   void play(Executor executor, int threads, const void* bindings, PlayRecord* record) const;
+
+  // Runs one node's body: the GPU executors issue nodes one by one, each
+  // on its stream, in the order a StreamSchedule gives.
+  void run_node(std::int32_t node, const void* bindings) const { nodes_[node].body(bindings); }
 
 private:
   struct Node {

@@ -594,6 +594,57 @@ TEST(RnnReference, PlansWithoutWorkspaceAndDeclinesKernelVariants) {
                                  Error::Kind::Unsupported, {"no kernel variants", "variant 1"}));
 }
 
+// The Onednn engine's own paths: a unidirectional stack whose input is as
+// wide as its output runs every layer in one primitive (the table's
+// unidirectional stacks all have layer 0 apart); two runs agree bit for bit
+// (groups and pieces fixed by the plan, dW summed in group order); what it
+// declines says the rule.
+TEST(RnnOnednn, OneStackedPrimitiveRepeatsBitwiseAndDeclinesWithTheRule) {
+  DLRT_SKIP_UNLESS_ENGINE_RUNS(Engine::Onednn);
+  for (RnnCell cell : kCells) {
+    const RnnCase c{std::string(to_string(cell)) + "_L3_square",
+                    params_of(cell, 3, 3, 3, false),
+                    5,
+                    4,
+                    {5, 3, 5, 1}};
+    Context ctx;
+    const RnnPlan plan(ctx, c.params, c.T, c.N, c.lengths, RnnPlanOptions{Engine::Onednn});
+    EXPECT_NE(plan.description().find(", 1 stage,"), std::string::npos) << plan.description();
+    const RnnInputs in = make_inputs(c, 900);
+    const RnnResults a = run_sequence(Engine::Onednn, c, in);
+    expect_results_close(c, a, run_sequence(Engine::Reference, c, in), 1e-4);
+    const RnnResults b = run_sequence(Engine::Onednn, c, in);
+    for (const auto& [got, want] : {std::pair{&a.y, &b.y},
+                                    {&a.hy, &b.hy},
+                                    {&a.cy, &b.cy},
+                                    {&a.dx, &b.dx},
+                                    {&a.dh0, &b.dh0},
+                                    {&a.dc0, &b.dc0},
+                                    {&a.dw, &b.dw},
+                                    {&a.dw_accumulated, &b.dw_accumulated}})
+      EXPECT_TRUE(test::bitwise_equal(*got, *want)) << c.name;
+  }
+  Context ctx;
+  const EngineQuery proj =
+      rnn_query(ctx, params_of(RnnCell::Lstm, 3, 4, 1, false, true, 2), 5, 2, {}, Engine::Onednn);
+  EXPECT_FALSE(proj.supported);
+  EXPECT_NE(proj.reason.find("proj_size is 2"), std::string::npos) << proj.reason;
+  RnnPlanOptions options{Engine::Onednn};
+  options.executor = Executor::Sequential;
+  EXPECT_TRUE(test::throws_error(
+      [&] { RnnPlan(ctx, params_of(RnnCell::Gru, 3, 4, 1, false), 5, 2, {}, options); },
+      Error::Kind::Unsupported, {"plays no graph", "sequential"}));
+  const Tensor x = test::random_tensor({2, 3}, 1), h = test::random_tensor({2, 4}, 2);
+  const Tensor w_ih = test::random_tensor({4, 3}, 3), w_hh = test::random_tensor({4, 4}, 4);
+  Tensor h_out = test::poisoned({2, 4});
+  EXPECT_TRUE(test::throws_error(
+      [&] {
+        rnn_cell_forward(ctx, RnnCell::Tanh, x, h, nullptr, RnnCellWeights{&w_ih, &w_hh}, h_out,
+                         nullptr, nullptr, Engine::Onednn);
+      },
+      Error::Kind::Unsupported, {"whole sequences"}));
+}
+
 TEST(RnnDispatch, AutoPicksACpuEngineForCpuTensors) {
   Context ctx;
   const EngineQuery q = rnn_query(ctx, params_of(RnnCell::Gru, 3, 4, 2, true), 5, 2);
@@ -734,6 +785,83 @@ INSTANTIATE_TEST_SUITE_P(Rnn, RnnAgainstReference,
                                                                                  true)),
                                             ::testing::ValuesIn(table())),
                          engine_case_name);
+
+// ------------------------------------------------- every GPU executor against Reference
+
+// The engines that the scheduler plays on a GPU, under each GPU executor,
+// through RnnPlan (the one-shot functions plan with the default executor).
+RnnResults run_planned(Engine engine, Executor executor, const RnnCase& c, const RnnInputs& in) {
+  const Dims d(c.params, c.T, c.N);
+  const Device device = test::device_for(engine);
+  Context ctx(device);
+  RnnPlanOptions options;
+  options.engine = engine;
+  options.executor = executor;
+  const RnnPlan plan(ctx, c.params, c.T, c.N, c.lengths, options);
+  EXPECT_EQ(plan.executor(), executor);
+  const Tensor x = in.x.to(device), w = in.w.to(device), h0 = in.h0.to(device),
+               c0 = in.c0.to(device);
+  const Tensor dy = in.dy.to(device), dhy = in.dhy.to(device), dcy = in.dcy.to(device);
+  Tensor y = test::poisoned(d.y(), device), hy = test::poisoned(d.h(), device),
+         cy = test::poisoned(d.c(), device);
+  RnnTrainingState state;
+  plan.forward(ctx, x, w, &h0, d.lstm ? &c0 : nullptr, y, &hy, d.lstm ? &cy : nullptr, &state);
+  Tensor dx = test::poisoned(d.x(), device), dh0 = test::poisoned(d.h(), device),
+         dc0 = test::poisoned(d.c(), device), dw = test::poisoned({d.weights}, device);
+  plan.backward_data(ctx, state, dy, &dhy, d.lstm ? &dcy : nullptr, dx, &dh0,
+                     d.lstm ? &dc0 : nullptr);
+  plan.backward_weights(ctx, state, dw);
+  Tensor accumulated = in.dw_start.to(device);
+  plan.backward_weights(ctx, state, accumulated, true);
+  RnnResults r{y.to_vector(),  hy.to_vector(),         {}, dx.to_vector(), dh0.to_vector(), {},
+               dw.to_vector(), accumulated.to_vector()};
+  if (d.lstm) r.cy = cy.to_vector(), r.dc0 = dc0.to_vector();
+  return r;
+}
+
+std::vector<Engine> gpu_engines() {
+  std::vector<Engine> out;
+  for (Engine e : test::engines_of(OpFamily::Rnn, true))
+    if (engine_device(e) == Device::Kind::Cuda) out.push_back(e);
+  return out;
+}
+
+using ExecutorCase = std::tuple<Engine, Executor, RnnCase>;
+class RnnGpuExecutors : public ::testing::TestWithParam<ExecutorCase> {};
+
+TEST_P(RnnGpuExecutors, OutputsAndEveryGradientMatchTheReference) {
+  const auto& [engine, executor, c] = GetParam();
+  DLRT_SKIP_UNLESS_ENGINE_RUNS(engine);
+  Context ctx(test::device_for(engine));
+  RnnPlanOptions options;
+  options.engine = engine;
+  options.executor = executor;
+  try {
+    const RnnPlan plan(ctx, c.params, c.T, c.N, c.lengths, options);
+    // An engine that plays the sequence itself (cuDNN) has no scheduler executor.
+    if (plan.executor() != executor)
+      GTEST_SKIP() << to_string(engine) << " plays no scheduler executor (its plan reports "
+                   << to_string(plan.executor()) << ")";
+  } catch (const Error& e) {
+    GTEST_SKIP() << e.what();
+  }
+  const RnnInputs in = make_inputs(c, 900);
+  expect_results_close(c, run_planned(engine, executor, c, in),
+                       run_sequence(Engine::Reference, c, in), 1e-4);
+}
+
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(RnnGpuExecutors);
+INSTANTIATE_TEST_SUITE_P(Rnn, RnnGpuExecutors,
+                         ::testing::Combine(::testing::ValuesIn(gpu_engines()),
+                                            ::testing::Values(Executor::Sequential,
+                                                              Executor::CudaStreams,
+                                                              Executor::CudaGraph),
+                                            ::testing::ValuesIn(table())),
+                         [](const ::testing::TestParamInfo<ExecutorCase>& param_info) {
+                           return std::string(to_string(std::get<0>(param_info.param))) + "_" +
+                                  to_string(std::get<1>(param_info.param)) + "_" +
+                                  std::get<2>(param_info.param).name;
+                         });
 
 // ------------------------------------------------- validation
 

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <string>
@@ -53,8 +54,9 @@ struct Results {
 
 constexpr std::int64_t kSteps = 9, kBatch = 20, kInput = 6, kHidden = 10;
 
-Results play(const Case& c, Executor executor, std::uint64_t seed) {
-  Context ctx;
+Results play(const Case& c, Executor executor, std::uint64_t seed, Engine engine = Engine::Cpu) {
+  const Device device = test::device_for(engine);
+  Context ctx(device);
   RnnParams p;
   p.cell = c.cell;
   p.input_size = kInput;
@@ -65,20 +67,22 @@ Results play(const Case& c, Executor executor, std::uint64_t seed) {
   const std::int64_t D = c.bidirectional ? 2 : 1, Hout = c.proj ? c.proj : kHidden;
   const bool lstm = c.cell == RnnCell::Lstm;
   RnnPlanOptions options;
-  options.engine = Engine::Cpu;
+  options.engine = engine;
   options.executor = executor;
   const RnnPlan plan(ctx, p, kSteps, kBatch, c.lengths, options);
   EXPECT_EQ(plan.executor(), executor);
   const Shape state{c.layers * D, kBatch, Hout}, cell_state{c.layers * D, kBatch, kHidden};
-  const Tensor x = random_tensor({kSteps, kBatch, kInput}, seed);
-  const Tensor w = random_tensor({rnn_weight_count(p)}, seed + 1, Device::cpu());
-  const Tensor h0 = random_tensor(state, seed + 2), c0 = random_tensor(cell_state, seed + 3);
-  const Tensor dy = random_tensor({kSteps, kBatch, D * Hout}, seed + 4);
-  const Tensor dhy = random_tensor(state, seed + 5), dcy = random_tensor(cell_state, seed + 6);
-  Tensor y = test::poisoned({kSteps, kBatch, D * Hout}), hy = test::poisoned(state);
-  Tensor cy = test::poisoned(cell_state), dx = test::poisoned(x.shape());
-  Tensor dh0 = test::poisoned(state), dc0 = test::poisoned(cell_state);
-  Tensor dw = test::poisoned(w.shape());
+  const Tensor x = random_tensor({kSteps, kBatch, kInput}, seed, device);
+  const Tensor w = random_tensor({rnn_weight_count(p)}, seed + 1, device);
+  const Tensor h0 = random_tensor(state, seed + 2, device);
+  const Tensor c0 = random_tensor(cell_state, seed + 3, device);
+  const Tensor dy = random_tensor({kSteps, kBatch, D * Hout}, seed + 4, device);
+  const Tensor dhy = random_tensor(state, seed + 5, device);
+  const Tensor dcy = random_tensor(cell_state, seed + 6, device);
+  Tensor y = test::poisoned({kSteps, kBatch, D * Hout}, device), hy = test::poisoned(state, device);
+  Tensor cy = test::poisoned(cell_state, device), dx = test::poisoned(x.shape(), device);
+  Tensor dh0 = test::poisoned(state, device), dc0 = test::poisoned(cell_state, device);
+  Tensor dw = test::poisoned(w.shape(), device);
   RnnTrainingState saved;
   plan.forward(ctx, x, w, &h0, lstm ? &c0 : nullptr, y, &hy, lstm ? &cy : nullptr, &saved);
   Results r;
@@ -251,6 +255,116 @@ TEST(SchedulerPlans, RunsWithOtherShapesOrDtypesNameTheArgument) {
       throws_error([&] { plan.forward(ctx, x, short_w, nullptr, nullptr, y, nullptr, nullptr); },
                    Error::Kind::InvalidArgument, {"'weights'", "rnn_weight_count"}));
   EXPECT_TRUE(bitwise_equal(y.to_vector(), untouched));
+}
+
+// ---- the GPU executors (the Cuda engine) -----------------------------------------
+
+// The Cuda engine plays the same graph on one stream (Sequential), on a
+// stream per layer and direction (CudaStreams) and as a captured CUDA graph
+// (CudaGraph): every node computes in a shape fixed by the plan, so the
+// bits are the same; against the Cpu engine, only the rounding differs.
+class GpuExecutorBits : public ::testing::TestWithParam<Case> {
+protected:
+  void SetUp() override {
+    DLRT_SKIP_UNLESS_ENGINE_RUNS(Engine::Cuda);
+    const Case& c = GetParam();
+    if (c.proj) GTEST_SKIP() << "the Cuda engine has no LSTM projection";
+  }
+};
+
+void expect_same_bits(const Results& a, const Results& b, const char* what) {
+  EXPECT_TRUE(bitwise_equal(a.y, b.y)) << what << ": y";
+  EXPECT_TRUE(bitwise_equal(a.hy, b.hy)) << what << ": hy";
+  EXPECT_TRUE(bitwise_equal(a.cy, b.cy)) << what << ": cy";
+  EXPECT_TRUE(bitwise_equal(a.dx, b.dx)) << what << ": dx";
+  EXPECT_TRUE(bitwise_equal(a.dh0, b.dh0)) << what << ": dh0";
+  EXPECT_TRUE(bitwise_equal(a.dc0, b.dc0)) << what << ": dc0";
+  EXPECT_TRUE(bitwise_equal(a.dw, b.dw)) << what << ": dw";
+}
+
+TEST_P(GpuExecutorBits, CudaStreamsAndCudaGraphGiveTheBitsOfSequential) {
+  const Results sequential = play(GetParam(), Executor::Sequential, 7, Engine::Cuda);
+  expect_same_bits(play(GetParam(), Executor::CudaStreams, 7, Engine::Cuda), sequential,
+                   "cuda_streams");
+  expect_same_bits(play(GetParam(), Executor::CudaGraph, 7, Engine::Cuda), sequential,
+                   "cuda_graph");
+  for (float v : sequential.y) ASSERT_FALSE(v != v) << "an output element was not written";
+  for (float v : sequential.dw) ASSERT_FALSE(v != v) << "a weight gradient was not written";
+  const Results cpu = play(GetParam(), Executor::Sequential, 7, Engine::Cpu);
+  EXPECT_TRUE(test::all_close(sequential.y, cpu.y, kSteps * kHidden, 1e-4));
+  EXPECT_TRUE(test::all_close(sequential.dx, cpu.dx, kSteps * kHidden, 1e-4));
+  EXPECT_TRUE(test::all_close(sequential.dw, cpu.dw, kSteps * kBatch, 1e-4));
+}
+
+TEST_P(GpuExecutorBits, TracesRespectTheGraphAndNameTheStreams) {
+  for (Executor executor : {Executor::Sequential, Executor::CudaStreams, Executor::CudaGraph}) {
+    const Results r = play(GetParam(), executor, 3, Engine::Cuda);
+    EXPECT_EQ(r.forward_trace.executor, to_string(executor));
+    expect_trace_respects_graph(r.forward_trace);
+    for (const TraceEvent& e : r.forward_trace.events)
+      ASSERT_EQ(e.track.rfind("stream ", 0), 0u) << e.track;
+  }
+  // With a trace file the nodes carry their device times (CUDA events).
+  const std::string path = ::testing::TempDir() + "dlrt_cuda_rnn_trace.json";
+  trace_to(path);
+  for (Executor executor : {Executor::Sequential, Executor::CudaStreams}) {
+    const Results r = play(GetParam(), executor, 3, Engine::Cuda);
+    expect_trace_respects_graph(r.forward_trace);
+  }
+  trace_to("");
+  std::remove(path.c_str());
+}
+
+INSTANTIATE_TEST_SUITE_P(Rnn, GpuExecutorBits, ::testing::ValuesIn(kCases),
+                         [](const auto& param_info) { return case_name(param_info.param); });
+
+TEST(SchedulerPlans, TheCudaEngineDefaultsToCudaStreamsAndDeclinesCpuTasks) {
+  DLRT_SKIP_UNLESS_ENGINE_RUNS(Engine::Cuda);
+  Context ctx(Device::cuda(0));
+  RnnPlanOptions options;
+  options.engine = Engine::Cuda;
+  const RnnPlan plan(ctx, small_lstm(), 4, 2, {}, options);
+  EXPECT_EQ(plan.executor(), Executor::CudaStreams);
+  EXPECT_NE(plan.description().find("cuda_streams"), std::string::npos) << plan.description();
+  options.executor = Executor::CpuTasks;
+  EXPECT_TRUE(throws_error([&] { RnnPlan declined(ctx, small_lstm(), 4, 2, {}, options); },
+                           Error::Kind::Unsupported, {"cpu_tasks", "CPU threads"}));
+}
+
+// A captured graph is replayed while the pointers stay, and captured again
+// (its executable graph updated) when they change: both give fresh results.
+TEST(SchedulerPlans, ACudaGraphPlanReplaysAndRecapturesWhenThePointersChange) {
+  DLRT_SKIP_UNLESS_ENGINE_RUNS(Engine::Cuda);
+  const Device gpu = Device::cuda(0);
+  Context ctx(gpu);
+  const RnnParams p = small_lstm();
+  const std::vector<int> lengths{6, 2, 4};
+  auto plan_for = [&](Executor executor) {
+    RnnPlanOptions options;
+    options.engine = Engine::Cuda;
+    options.executor = executor;
+    return RnnPlan(ctx, p, 6, 3, lengths, options);
+  };
+  const RnnPlan graph = plan_for(Executor::CudaGraph), sequential = plan_for(Executor::Sequential);
+  const Tensor w = random_tensor({rnn_weight_count(p)}, 2, gpu);
+  auto expect_as_sequential = [&](const Tensor& x, Tensor& y, const char* what) {
+    Tensor want = test::poisoned({6, 3, 16}, gpu);
+    sequential.forward(ctx, x, w, nullptr, nullptr, want, nullptr, nullptr);
+    EXPECT_TRUE(bitwise_equal(y.to_vector(), want.to_vector())) << what;
+  };
+  Tensor x = random_tensor({6, 3, 5}, 10, gpu), y = test::poisoned({6, 3, 16}, gpu);
+  graph.forward(ctx, x, w, nullptr, nullptr, y, nullptr, nullptr);
+  expect_as_sequential(x, y, "the first run (a capture)");
+  const std::vector<float> first = y.to_vector();
+  x.copy_from(random_tensor({6, 3, 5}, 11, gpu));
+  y.fill(std::numeric_limits<float>::quiet_NaN());
+  graph.forward(ctx, x, w, nullptr, nullptr, y, nullptr, nullptr);
+  expect_as_sequential(x, y, "the same pointers (a replay)");
+  EXPECT_FALSE(bitwise_equal(y.to_vector(), first)) << "a replay gave the captured run's outputs";
+  const Tensor other_x = random_tensor({6, 3, 5}, 12, gpu);
+  Tensor other_y = test::poisoned({6, 3, 16}, gpu);
+  graph.forward(ctx, other_x, w, nullptr, nullptr, other_y, nullptr, nullptr);
+  expect_as_sequential(other_x, other_y, "new pointers (a capture again)");
 }
 
 // ---- traces -----------------------------------------------------------------------

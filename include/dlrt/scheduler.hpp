@@ -21,7 +21,7 @@
 namespace dlrt {
 
 enum class Executor {
-  Default,      // the device's best: CpuTasks on the CPU, CudaGraph on a GPU
+  Default,      // the device's best: CpuTasks on the CPU, CudaStreams on a GPU
   Sequential,   // the plain loop: one node after another on the calling thread
   CpuTasks,     // independent nodes at once on dlrt's threads (directions; layers as a wavefront)
   CudaStreams,  // a non-blocking stream per layer and direction, events on cross-stream edges
