@@ -451,6 +451,46 @@ TEST_P(Pool2dEngineTest, TiesGoToTheFirstMaximum) {
   DLRT_REPORT_DECLINES(declines);
 }
 
+// Rows wide enough for the Cpu engine's blocks of interior windows (16 at a
+// time), full of ties (values from a set of three) and NaNs: values and
+// argmax bitwise as Reference's (and max backward from x and y, which finds
+// the argmax again), at every stride the blocks load differently.
+TEST_P(Pool2dEngineTest, WideRowsWithTiesAndNaNsMatchReference) {
+  const Shape shape{2, 2, 5, 83};
+  std::vector<float> values = test::random_values(shape.numel(), 11);
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    values[i] = std::floor(values[i] * 1.5f);  // -2, -1, 0, 1: ties everywhere
+    if (i % 37 == 5 || i % 53 == 0) values[i] = kNaN;
+    if (i % 41 == 7) values[i] = -0.0f;
+  }
+  const Tensor x = Tensor::from_vector(shape, values);
+  Declines declines;
+  for (int stride : {1, 2, 3, 4})
+    for (int window : {2, 3, 5})
+      for (int pad : {0, window / 2}) {
+        const Pool2dParams p = make_params(PoolMode::Max, window, window, stride, stride, pad, pad);
+        SCOPED_TRACE(describe(shape, p));
+        Tensor want_indices;
+        const std::vector<float> want = reference_.forward(x, p, &want_indices).to_vector();
+        if (declines.runs(query(Pool2dOp::Forward, shape, p, false))) {
+          EXPECT_TRUE(test::bitwise_equal(forward(x, p, false).y, want));
+        }
+        if (declines.runs(query(Pool2dOp::Forward, shape, p, true))) {
+          const Forward got = forward(x, p, true);
+          EXPECT_TRUE(test::bitwise_equal(got.y, want));
+          EXPECT_EQ(got.indices, want_indices.to_vector_i32());
+        }
+        if (declines.runs(query(Pool2dOp::Backward, shape, p, false))) {
+          const Tensor y = Tensor::from_vector(pool2d_output_shape(shape, p), want);
+          const Tensor dy = test::random_tensor(y.shape(), 13);
+          const Pool2dSaved saved{nullptr, &x, &y};
+          EXPECT_TRUE(test::bitwise_equal(backward(dy, shape, p, saved),
+                                          reference_.backward(dy, shape, p, saved).to_vector()));
+        }
+      }
+  DLRT_REPORT_DECLINES(declines);
+}
+
 // +0 and -0 compare equal, so the first of them is the maximum, sign and all.
 TEST_P(Pool2dEngineTest, SignedZeroTieKeepsTheFirstZero) {
   if (engine() == Engine::Cudnn)
