@@ -667,7 +667,7 @@ std::vector<dlrt::Executor> rnn_executors(dlrt::Engine engine) {
     case dlrt::Engine::Cpu:
       return {dlrt::Executor::Sequential, dlrt::Executor::CpuTasks};
     case dlrt::Engine::Cuda:
-      return {dlrt::Executor::CudaStreams, dlrt::Executor::CudaGraph};
+      return {dlrt::Executor::Sequential, dlrt::Executor::CudaGraph, dlrt::Executor::CudaStreams};
     default:
       return {dlrt::Executor::Default};
   }
@@ -700,7 +700,8 @@ void add_context(Family family, const std::vector<Table>& tables) {
   if (family == Family::Rnn) {
     // The executors of each engine ("cpu=sequential,cpu_tasks;..."; the last
     // is the one the engine tables show) and the pairs of them compared
-    // (the executor Default stands for against the plain loop).
+    // (the executor Default stands for against the plain loop, and any
+    // other against the default).
     std::string executors, executor_comparisons;
     for (dlrt::Engine e : dlrt::known_engines()) {
       const std::vector<dlrt::Executor> list = rnn_executors(e);
@@ -710,12 +711,14 @@ void add_context(Family family, const std::vector<Table>& tables) {
         if (i > 0) executors += ',';
         executors += dlrt::to_string(list[i]);
       }
-      if (list.size() > 1) {
+      auto compare = [&](dlrt::Executor a, dlrt::Executor b) {
         if (!executor_comparisons.empty()) executor_comparisons += ',';
-        executor_comparisons.append(dlrt::to_string(list.back()))
-            .append("/")
-            .append(dlrt::to_string(list.front()));
-      }
+        executor_comparisons.append(dlrt::to_string(a)).append("/").append(dlrt::to_string(b));
+      };
+      if (list.size() > 1) compare(list.back(), list.front());
+      // Any executor between them against the default (a CUDA graph's replay
+      // against issuing the same streams).
+      for (std::size_t i = 1; i + 1 < list.size(); ++i) compare(list[i], list.back());
     }
     add("dlrt_rnn_executors", executors);
     add("dlrt_executor_comparisons", executor_comparisons);
