@@ -81,7 +81,7 @@ inline void for_each_window(const Pool2dGeometry& g, const Interior& interior, F
 
 // Whether v replaces the running maximum: the first maximum in row-major
 // order wins, and a NaN replaces a number, never a NaN.
-inline bool replaces(float v, float best) { return !(v <= best) & (best == best); }
+inline bool replaces(float v, float best) { return !(v <= best) && best == best; }
 
 inline i64 argmax(const float* plane, i64 W, const Rows& rows, i64 w0, i64 w1) {
   i64 best_at = rows.begin * W + w0;
