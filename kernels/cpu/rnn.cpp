@@ -28,6 +28,7 @@
 #include "runtime/allocator.hpp"
 #include "runtime/parallel.hpp"
 #include "runtime/rnn_engine.hpp"
+#include "runtime/rnn_packing.hpp"
 #include "runtime/scheduler.hpp"
 
 namespace dlrt::detail {
@@ -49,40 +50,7 @@ constexpr i64 kStepChunks = 4;
 // Weight-gradient GEMMs are cut by gate rows into this many pieces.
 constexpr i64 kWeightPieces = 4;
 
-struct Packing {
-  std::vector<int> order;   // packed row -> the caller's sequence index
-  std::vector<int> length;  // packed row -> its length (non-increasing)
-  std::vector<i64> active;  // step -> B_s, with active[steps] = 0
-  std::vector<i64> offset;  // step -> rows before it, with offset[steps] = total
-  i64 steps = 0;            // the longest length
-  i64 total = 0;
-
-  explicit Packing(const std::vector<int>& lengths) {
-    const i64 N = static_cast<i64>(lengths.size());
-    order.resize(N);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int a, int b) { return lengths[a] > lengths[b]; });
-    length.resize(N);
-    for (i64 n = 0; n < N; ++n) length[n] = lengths[order[n]];
-    steps = length[0];
-    active.assign(steps + 1, 0);
-    offset.assign(steps + 1, 0);
-    for (i64 s = 0; s < steps; ++s) {
-      i64 b = 0;
-      while (b < N && length[b] > s) ++b;
-      active[s] = b;
-      offset[s + 1] = offset[s] + b;
-    }
-    total = offset[steps];
-  }
-  // The time step that packed row n holds at direction d's step s.
-  i64 time(int d, i64 s, i64 n) const { return d == 0 ? s : length[n] - 1 - s; }
-  // The packed row of (time t, sequence n) in direction d's packing.
-  i64 row(int d, i64 t, i64 n) const {
-    return d == 0 ? offset[t] + n : offset[length[n] - 1 - t] + n;
-  }
-};
+using Packing = RnnPacking;
 
 // Offsets (in floats) of one layer and direction's weights and buffers.
 struct Unit {

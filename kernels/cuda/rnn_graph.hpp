@@ -25,6 +25,7 @@
 #include "dlrt/rnn.hpp"
 #include "kernels/cuda/rnn_cells.hpp"
 #include "runtime/rnn_engine.hpp"
+#include "runtime/rnn_packing.hpp"
 #include "runtime/scheduler.hpp"
 
 namespace dlrt::detail::cuda_rnn {
@@ -36,40 +37,7 @@ constexpr i64 kStepChunks = 4;
 // work is ordered, so folding stays correct and bounds the streams a plan holds.
 constexpr int kMaxLanes = 16;
 
-struct Packing {
-  std::vector<int> order;     // packed row -> the caller's sequence index
-  std::vector<int> length;    // packed row -> its length (non-increasing)
-  std::vector<int> rank;      // the caller's sequence -> its packed row
-  std::vector<i64> active;    // step -> B_s, with active[steps] = 0
-  std::vector<i64> offset;    // step -> rows before it, with offset[steps] = total
-  std::vector<int> row_step;  // packed row -> its step
-  i64 steps = 0;              // the longest length
-  i64 total = 0;
-
-  explicit Packing(const std::vector<int>& lengths) {
-    const i64 N = static_cast<i64>(lengths.size());
-    order.resize(N);
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int a, int b) { return lengths[a] > lengths[b]; });
-    length.resize(N);
-    rank.resize(N);
-    for (i64 n = 0; n < N; ++n) length[n] = lengths[order[n]], rank[order[n]] = static_cast<int>(n);
-    steps = length[0];
-    active.assign(steps + 1, 0);
-    offset.assign(steps + 1, 0);
-    for (i64 s = 0; s < steps; ++s) {
-      i64 b = 0;
-      while (b < N && length[b] > s) ++b;
-      active[s] = b;
-      offset[s + 1] = offset[s] + b;
-    }
-    total = offset[steps];
-    row_step.resize(total);
-    for (i64 s = 0; s < steps; ++s)
-      for (i64 r = offset[s]; r < offset[s + 1]; ++r) row_step[r] = static_cast<int>(s);
-  }
-};
+using Packing = RnnPacking;
 
 // Offsets (in floats) of one layer and direction's weights and buffers.
 struct Unit {
