@@ -790,13 +790,15 @@ INSTANTIATE_TEST_SUITE_P(Rnn, RnnAgainstReference,
 
 // The engines that the scheduler plays on a GPU, under each GPU executor,
 // through RnnPlan (the one-shot functions plan with the default executor).
-RnnResults run_planned(Engine engine, Executor executor, const RnnCase& c, const RnnInputs& in) {
+RnnResults run_planned(Engine engine, Executor executor, const RnnCase& c, const RnnInputs& in,
+                       int variant = 0) {
   const Dims d(c.params, c.T, c.N);
   const Device device = test::device_for(engine);
   Context ctx(device);
   RnnPlanOptions options;
   options.engine = engine;
   options.executor = executor;
+  options.variant = variant;
   const RnnPlan plan(ctx, c.params, c.T, c.N, c.lengths, options);
   EXPECT_EQ(plan.executor(), executor);
   const Tensor x = in.x.to(device), w = in.w.to(device), h0 = in.h0.to(device),
@@ -862,6 +864,66 @@ INSTANTIATE_TEST_SUITE_P(Rnn, RnnGpuExecutors,
                                   to_string(std::get<1>(param_info.param)) + "_" +
                                   std::get<2>(param_info.param).name;
                          });
+
+// The Cuda engine's variants (1: a cell kernel per step, 2: the persistent
+// kernel per layer) under each GPU executor, training included.
+std::vector<Engine> cuda_engine() {
+  std::vector<Engine> out;
+  for (Engine e : gpu_engines())
+    if (e == Engine::Cuda) out.push_back(e);
+  return out;
+}
+
+using VariantCase = std::tuple<Engine, int, Executor, RnnCase>;
+class RnnCudaVariants : public ::testing::TestWithParam<VariantCase> {};
+
+TEST_P(RnnCudaVariants, OutputsAndEveryGradientMatchTheReference) {
+  const auto& [engine, variant, executor, c] = GetParam();
+  DLRT_SKIP_UNLESS_ENGINE_RUNS(engine);
+  Context ctx(test::device_for(engine));
+  RnnPlanOptions options;
+  options.engine = engine;
+  options.executor = executor;
+  options.variant = variant;
+  try {
+    const RnnPlan plan(ctx, c.params, c.T, c.N, c.lengths, options);
+    EXPECT_NE(plan.description().find("variant " + std::to_string(variant)), std::string::npos)
+        << plan.description();
+  } catch (const Error& e) {
+    // Only a projection is declined on this table (every batch is small).
+    EXPECT_GT(c.params.proj_size, 0) << e.what();
+    GTEST_SKIP() << e.what();
+  }
+  const RnnInputs in = make_inputs(c, 950);
+  expect_results_close(c, run_planned(engine, executor, c, in, variant),
+                       run_sequence(Engine::Reference, c, in), 1e-4);
+}
+
+TEST(RnnCudaVariant2, DeclinesBatchesOverItsBoundNamingTheNumber) {
+  DLRT_SKIP_UNLESS_ENGINE_RUNS(Engine::Cuda);
+  Context ctx(test::device_for(Engine::Cuda));
+  RnnPlanOptions options;
+  options.engine = Engine::Cuda;
+  options.variant = 2;
+  const RnnParams params = params_of(RnnCell::Gru, 3, 4, 1, false);
+  EXPECT_TRUE(test::throws_error([&] { RnnPlan(ctx, params, 5, 33, {}, options); },
+                                 Error::Kind::Unsupported, {"variant 2", "33"}));
+  const RnnPlan fits(ctx, params, 5, 32, {}, options);
+  EXPECT_NE(fits.description().find("persistent"), std::string::npos) << fits.description();
+}
+
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(RnnCudaVariants);
+INSTANTIATE_TEST_SUITE_P(
+    Rnn, RnnCudaVariants,
+    ::testing::Combine(::testing::ValuesIn(cuda_engine()), ::testing::Values(1, 2),
+                       ::testing::Values(Executor::Sequential, Executor::CudaStreams,
+                                         Executor::CudaGraph),
+                       ::testing::ValuesIn(table())),
+    [](const ::testing::TestParamInfo<VariantCase>& param_info) {
+      return std::string(to_string(std::get<0>(param_info.param))) + "_variant" +
+             std::to_string(std::get<1>(param_info.param)) + "_" +
+             to_string(std::get<2>(param_info.param)) + "_" + std::get<3>(param_info.param).name;
+    });
 
 // ------------------------------------------------- validation
 

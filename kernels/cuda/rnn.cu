@@ -4,9 +4,15 @@
 // pointwise part one fused kernel per step whose per-thread body is in
 // rnn_cells.hpp (replayed on the CPU by tests/internal/test_cuda_rnn_cells.cpp).
 //
-// Variants: 0 (the engine's choice, which is 1) and 1, a cell kernel per
-// step after the step's recurrent GEMM. Variant 2, a persistent kernel
-// holding W_hh on chip across steps, is not built yet and is declined.
+// Variants: 0 (the engine's choice, which is 1: no measured rule yet says
+// when 2 wins), 1, a cell kernel per step after the step's recurrent GEMM,
+// and 2, a persistent kernel per layer (rnn_persistent.hpp) that keeps
+// W_hh in shared memory across steps, runs every step of both directions in
+// one cooperative launch with a grid barrier between steps, and writes what
+// variant 1's forward writes (training's backward is variant 1's). Variant 2
+// declines batches over kPersistentMaxBatch, W_hh slices over the device's
+// shared memory per block, grids the device cannot hold resident at once,
+// devices without cooperative launch, and proj_size.
 // DLRT_CUDA_RNN_VARIANT is the default of plans that name none.
 //
 // Executors, same nodes and same arithmetic, so the same bits:
@@ -40,6 +46,7 @@
 // enqueueing, on the track of its stream), or with a trace file
 // (DLRT_TRACE, trace_to) its device time from CUDA events around it; a
 // cuda_graph replay reports the issue times of its capture.
+#include <cooperative_groups.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -61,6 +68,7 @@
 #include "kernels/cuda/kernel_variant.hpp"
 #include "kernels/cuda/rnn_cells.hpp"
 #include "kernels/cuda/rnn_graph.hpp"
+#include "kernels/cuda/rnn_persistent.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/cuda_check.hpp"
 #include "runtime/cuda_handles.hpp"
@@ -76,7 +84,7 @@ namespace {
 using namespace cuda_rnn;
 
 constexpr int kBlock = 256;
-// Variants the engine knows of (2 is declined until it is built).
+// The highest variant the engine knows of (0: its choice, 1, 2).
 constexpr int kCudaRnnVariants = 2;
 
 unsigned blocks_for(i64 count) {
@@ -139,6 +147,31 @@ __global__ void bias_sums_kernel(BiasSumsArgs a, i64 count) {
   for (i64 i = i64{blockIdx.x} * blockDim.x + threadIdx.x; i < count;
        i += i64{gridDim.x} * blockDim.x)
     bias_sums_element(a, i);
+}
+
+// Persistent RNNs (Diamos et al. 2016): W_hh held in shared memory across every step of a layer.
+__global__ void __launch_bounds__(kPersistentThreads)
+    persistent_layer_kernel(PersistentLayerArgs a) {
+  // The W_hh slice, then the partial sums of a split step.
+  extern __shared__ float slice[];
+  float* scratch = slice + a.units * a.GH;
+  const int d = static_cast<int>(blockIdx.x / a.blocks);
+  const i64 b = blockIdx.x % a.blocks;
+  persistent_load_weights(a, d, b, slice, threadIdx.x, blockDim.x);
+  __syncthreads();
+  cooperative_groups::grid_group grid = cooperative_groups::this_grid();
+  for (i64 s = 0; s < a.steps; ++s) {
+    persistent_block_partials(a, d, s, b, slice, scratch, threadIdx.x, blockDim.x);
+    __syncthreads();
+    persistent_block_finish(a, d, s, b, slice, scratch, threadIdx.x, blockDim.x);
+    // Step s + 1 reads every block's h_s (grid.sync orders the writes
+    // before it) and rewrites the scratch this step's finish read.
+    grid.sync();
+  }
+}
+
+std::size_t persistent_shared_bytes(const PersistentLayerArgs& a) {
+  return persistent_fit_bytes(a.GH / a.H, a.H, a.units, kPersistentThreads);
 }
 
 // ---- device memory ------------------------------------------------------------------
@@ -343,6 +376,19 @@ public:
   void bias_sums(int lane, const BiasSumsArgs& a, i64 count) override {
     if (count == 0) return;
     bias_sums_kernel<<<blocks_for(count), kBlock, 0, stream(lane)>>>(a, count);
+    DLRT_CUDA_CHECK_LAUNCH();
+  }
+
+  void persistent_layer(int lane, const PersistentLayerArgs& a) override {
+    if (a.steps == 0) return;
+    if (a.blocks < 1 || (a.D != 1 && a.D != 2) || a.units != persistent_units(a.H, a.blocks))
+      throw Error(Error::Kind::Internal, "Cuda rnn: a persistent launch of an invalid shape");
+    PersistentLayerArgs copy = a;
+    void* args[] = {&copy};
+    DLRT_CUDA_CHECK(cudaLaunchCooperativeKernel(
+        reinterpret_cast<const void*>(&persistent_layer_kernel),
+        dim3(static_cast<unsigned>(a.blocks * a.D)), dim3(kPersistentThreads), args,
+        persistent_shared_bytes(a), stream(lane)));
     DLRT_CUDA_CHECK_LAUNCH();
   }
 
@@ -775,6 +821,37 @@ private:
 
 // ---- the engine ---------------------------------------------------------------------
 
+// Variant 2's fit on this device (empty: it fits, and `design` is set to it).
+std::string plan_persistent(int device, const RnnProblem& problem, Design& design) {
+  int shared = 0, sms = 0, cooperative = 0;
+  DLRT_CUDA_CHECK(cudaDeviceGetAttribute(&shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  DLRT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  DLRT_CUDA_CHECK(cudaDeviceGetAttribute(&cooperative, cudaDevAttrCooperativeLaunch, device));
+  if (cooperative == 0)
+    return "cuda rnn variant 2 needs cooperative launches (a grid barrier between steps), which "
+           "device " +
+           std::to_string(device) + " does not support";
+  const PersistentFit fit =
+      persistent_fit(problem.params.cell, design.H, design.N, design.D, problem.params.proj_size,
+                     static_cast<std::size_t>(shared), sms);
+  if (!fit.reason.empty()) return fit.reason;
+  // Over 48 KiB of dynamic shared memory must be asked for per kernel. The
+  // device's whole opt-in limit, not this plan's size: the attribute is the
+  // kernel's, shared by every plan, and a later plan must not lower it
+  // under an earlier one's launches.
+  DLRT_CUDA_CHECK(cudaFuncSetAttribute(reinterpret_cast<const void*>(&persistent_layer_kernel),
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize, shared));
+  int per_sm = 0;
+  DLRT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &per_sm, reinterpret_cast<const void*>(&persistent_layer_kernel), kPersistentThreads,
+      fit.shared_bytes));
+  std::string resident = persistent_resident_check(fit.blocks * design.D, sms, per_sm);
+  if (!resident.empty()) return resident;
+  design.variant = 2;
+  design.persistent_blocks = fit.blocks;
+  return {};
+}
+
 class CudaRnn final : public RnnEngine {
 public:
   Engine engine() const override { return Engine::Cuda; }
@@ -787,15 +864,13 @@ public:
                                     "); Engine::Cudnn and Engine::Cpu run it");
     int variant = problem.variant;
     if (variant == 0) variant = variant_from_environment("DLRT_CUDA_RNN_VARIANT", kCudaRnnVariants);
-    if (variant == 2)
-      return Planned<RnnKernel>::no(
-          "cuda rnn variant 2 (the persistent kernel) is not built yet; variant 1 (a fused cell "
-          "kernel per step) runs every problem");
     if (variant < 0 || variant > kCudaRnnVariants)
       return Planned<RnnKernel>::no(
           "engine cuda has rnn variants 0 (its choice, 1), 1 (a fused "
-          "cell kernel per step) and 2 (not built yet); variant " +
+          "cell kernel per step) and 2 (a persistent kernel per layer); variant " +
           std::to_string(variant) + " was asked for");
+    // Variant 0 is 1: no measured rule yet says when the persistent kernel wins.
+    if (variant == 0) variant = 1;
     Executor executor = problem.executor;
     if (executor == Executor::Default) executor = Executor::CudaStreams;
     if (executor == Executor::CpuTasks)
@@ -817,12 +892,21 @@ public:
                                     std::to_string(ctx.options().workspace_limit_bytes));
     try {
       gpu::set_device(ctx.device().index);
+      std::string how = "a fused cell kernel per step (variant 1)";
+      if (variant == 2) {
+        std::string reason = plan_persistent(ctx.device().index, problem, *design);
+        if (!reason.empty()) return Planned<RnnKernel>::no(std::move(reason));
+        how = "a persistent kernel per layer, W_hh in shared memory, " +
+              std::to_string(design->persistent_blocks) + " blocks per direction (variant 2)";
+      }
       std::unique_ptr<DeviceBuffer> tables = upload_tables(ctx.device(), *design);
       std::string description = "cuda ";
       description.append(to_string(params.cell))
           .append(" ")
           .append(to_string(executor))
-          .append(", cuBLAS sgemm (FP32, no TF32) + a fused cell kernel per step (variant 1), ")
+          .append(", cuBLAS sgemm (FP32, no TF32) + ")
+          .append(how)
+          .append(", ")
           .append(std::to_string(design->chunks()))
           .append(" input chunks, ")
           .append(std::to_string(executor == Executor::Sequential ? 1 : design->lanes))

@@ -13,7 +13,9 @@
 // chunks of steps; per step one recurrent GEMM over the step's active batch
 // and one fused cell kernel; backward mirrored in reverse time; weight
 // gradients as a few large GEMMs. A GPU step is one node (no batch pieces:
-// one GEMM over the whole active batch keeps the device busiest).
+// one GEMM over the whole active batch keeps the device busiest). Variant 2
+// (rnn_persistent.hpp) replaces a layer's forward steps of both directions
+// with one node, a persistent kernel; the backward graphs are the same.
 #pragma once
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 
 #include "dlrt/rnn.hpp"
 #include "kernels/cuda/rnn_cells.hpp"
+#include "kernels/cuda/rnn_persistent.hpp"
 #include "runtime/rnn_engine.hpp"
 #include "runtime/rnn_packing.hpp"
 #include "runtime/scheduler.hpp"
@@ -85,6 +88,8 @@ public:
   virtual void state_out(int lane, const StateOutArgs& a, i64 count) = 0;
   virtual void scatter_dx(int lane, const ScatterDxArgs& a, i64 count) = 0;
   virtual void bias_sums(int lane, const BiasSumsArgs& a, i64 count) = 0;
+  // Variant 2: every step of a layer's directions in one persistent launch.
+  virtual void persistent_layer(int lane, const PersistentLayerArgs& a) = 0;
 };
 
 // What a node body receives: the run's pointers, the ops and the node's
@@ -109,6 +114,11 @@ struct Design {
   i64 forward_floats = 0, total_floats = 0;
   Tables tables;  // set by the engine once the tables are where its kernels read them
   int lanes = 1;
+  // 1: a recurrent GEMM and a cell kernel per step; 2: a persistent kernel
+  // per layer over `persistent_blocks` blocks per direction (rnn_persistent.hpp).
+  // Set by whoever builds the graphs, before building them.
+  int variant = 1;
+  i64 persistent_blocks = 1;
 
   explicit Design(const RnnProblem& problem) : params(problem.params), pack(problem.lengths) {
     T = problem.T, N = problem.N;
@@ -241,6 +251,42 @@ inline void forward_step(const Design& g, int l, int d, i64 s, const Play& p) {
   a.out = g.output(p.b, l);
   a.hy = p.b.hy, a.cy = lstm ? p.b.cy : nullptr;
   p.ops->forward_step(p.lane, a, batch * H);
+}
+
+// Variant 2: the initial states of the layer's directions, then one
+// persistent launch over all its steps (both directions), which writes what
+// forward_step writes.
+inline void forward_persistent(const Design& g, int l, const Play& p) {
+  const bool lstm = g.params.cell == RnnCell::Lstm, gru = g.params.cell == RnnCell::Gru;
+  float* arena = p.b.arena;
+  PersistentLayerArgs a;
+  a.t = g.tables, a.cell = g.params.cell;
+  a.steps = g.pack.steps, a.N = g.N, a.H = g.H, a.GH = g.GH, a.width = g.D * g.H;
+  a.blocks = g.persistent_blocks, a.units = persistent_units(g.H, g.persistent_blocks);
+  a.D = g.D;
+  a.out = g.output(p.b, l);
+  a.hy = p.b.hy, a.cy = lstm ? p.b.cy : nullptr;
+  for (int d = 0; d < g.D; ++d) {
+    const Unit& u = g.unit(l, d);
+    const int k = l * g.D + d;
+    InitStateArgs init;
+    init.t = g.tables, init.k = k, init.N = g.N, init.H = g.H;
+    init.h0 = p.b.h0, init.c0 = lstm ? p.b.c0 : nullptr;
+    init.h = arena + u.h0, init.c = lstm ? arena + u.c0 : nullptr;
+    p.ops->init_state(p.lane, init, g.N * g.H);
+    PersistentDirection& pd = a.dir[d];
+    pd.k = k;
+    pd.w_hh = p.b.w + u.w_hh;
+    pd.b_ih = u.b_ih >= 0 ? p.b.w + u.b_ih : nullptr;
+    pd.b_hh = u.b_hh >= 0 ? p.b.w + u.b_hh : nullptr;
+    pd.gates = arena + u.gates;
+    pd.gru = gru ? arena + u.gru : nullptr;
+    pd.h = arena + u.h;
+    pd.c = lstm ? arena + u.c : nullptr;
+    pd.h0 = arena + u.h0;
+    pd.c0 = lstm ? arena + u.c0 : nullptr;
+  }
+  p.ops->persistent_layer(p.lane, a);
 }
 
 // ---- backward-data nodes -----------------------------------------------------------
@@ -389,7 +435,8 @@ inline LanedGraph build_forward(const Design* gp) {
       a.t = gp->tables, a.N = gp->N, a.width = gp->D * gp->H, a.y = p.b.y;
       p.ops->zero_padding(p.lane, a, gp->T * gp->N * a.width);
     });
-  for (int l = 0; l < g.L; ++l)
+  for (int l = 0; l < g.L; ++l) {
+    std::vector<std::int32_t> layer_inputs;  // variant 2
     for (int d = 0; d < g.D; ++d) {
       const int k = l * g.D + d;
       std::vector<std::int32_t> inputs;
@@ -407,6 +454,10 @@ inline LanedGraph build_forward(const Design* gp) {
             std::move(deps),
             [gp, l, d, s0, s1](const void* v) { forward_input(*gp, l, d, s0, s1, played(v)); }));
       }
+      if (g.variant == 2) {
+        layer_inputs.insert(layer_inputs.end(), inputs.begin(), inputs.end());
+        continue;
+      }
       for (i64 s = 0; s < g.pack.steps; ++s) {
         std::vector<std::int32_t> deps{inputs[g.chunk_of(s)]};
         if (s > 0) deps.push_back(steps[k][s - 1]);
@@ -415,6 +466,15 @@ inline LanedGraph build_forward(const Design* gp) {
             [gp, l, d, s](const void* v) { forward_step(*gp, l, d, s, played(v)); });
       }
     }
+    if (g.variant != 2) continue;
+    // One node per layer, on its forward direction's step lane, after every
+    // input chunk of both directions: it stands for every step of both.
+    const std::int32_t node =
+        out.add(g.step_lane(l * g.D), "fwd L" + std::to_string(l) + " persistent", layer_inputs,
+                [gp, l](const void* v) { forward_persistent(*gp, l, played(v)); });
+    for (int d = 0; d < g.D; ++d)
+      std::fill(steps[l * g.D + d].begin(), steps[l * g.D + d].end(), node);
+  }
   return out;
 }
 

@@ -9,14 +9,27 @@
 //   - whole sequence problems (forward, backward data, backward weights) on
 //     NaN-poisoned arenas and outputs, sequential and through the stream
 //     schedule with the lanes interleaved at random (a missing event would
-//     let a node read what its predecessor has not written).
+//     let a node read what its predecessor has not written);
+//   - variant 2, the persistent kernel (rnn_persistent.hpp): its partition
+//     and fit rule, its forward graph, and whole problems with its blocks
+//     replayed one after another (in order and shuffled) between the grid
+//     barriers, against the Reference and bit for bit against variant 1.
+// GCC 12 emits RnnPacking's constructor out of line in this file and then
+// warns of a null dereference inside std::vector::resize, a false positive
+// (resize allocates before it constructs); the pragma precedes the headers
+// because the warning is placed in the standard library's.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wnull-dereference"
+#endif
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <deque>
+#include <initializer_list>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <ostream>
 #include <random>
@@ -26,6 +39,7 @@
 
 #include "kernels/cuda/rnn_cells.hpp"
 #include "kernels/cuda/rnn_graph.hpp"
+#include "kernels/cuda/rnn_persistent.hpp"
 #include "kernels/reference/rnn.hpp"
 #include "runtime/stream_schedule.hpp"
 #include "support/test_support.hpp"
@@ -296,6 +310,44 @@ public:
   void bias_sums(int, const BiasSumsArgs& a, i64 count) override {
     for (i64 i = 0; i < count; ++i) bias_sums_element(a, i);
   }
+  // Variant 2's cooperative launch: every block's weight slice loaded
+  // (NaN past what it loads), then each step's blocks one after another,
+  // in order or shuffled, their threads one after another, then the next
+  // step (the grid barrier).
+  void persistent_layer(int, const PersistentLayerArgs& a) override {
+    ++persistent_launches;
+    const i64 G = a.GH / a.H, blocks = a.D * a.blocks;
+    std::vector<Floats> slices(
+        static_cast<std::size_t>(blocks),
+        Floats(static_cast<std::size_t>(persistent_slice_floats(G, a.H, a.units)), kNaN));
+    for (i64 i = 0; i < blocks; ++i)
+      for (i64 thread = 0; thread < threads; ++thread)
+        persistent_load_weights(a, static_cast<int>(i / a.blocks), i % a.blocks, slices[i].data(),
+                                thread, threads);
+    std::vector<i64> order(static_cast<std::size_t>(blocks));
+    std::iota(order.begin(), order.end(), 0);
+    std::mt19937_64 rng(shuffle_seed);
+    // The partial sums' scratch, NaN until a split step writes it.
+    Floats scratch(static_cast<std::size_t>(persistent_scratch_floats(G, threads)), kNaN);
+    for (i64 s = 0; s < a.steps; ++s) {
+      if (shuffle_seed != 0) std::shuffle(order.begin(), order.end(), rng);
+      for (i64 i : order) {
+        const int d = static_cast<int>(i / a.blocks);
+        std::fill(scratch.begin(), scratch.end(), kNaN);
+        for (i64 thread = 0; thread < threads; ++thread)
+          persistent_block_partials(a, d, s, i % a.blocks, slices[i].data(), scratch.data(), thread,
+                                    threads);
+        // __syncthreads
+        for (i64 thread = 0; thread < threads; ++thread)
+          persistent_block_finish(a, d, s, i % a.blocks, slices[i].data(), scratch.data(), thread,
+                                  threads);
+      }
+    }
+  }
+
+  i64 threads = kPersistentThreads;
+  std::uint64_t shuffle_seed = 0;  // 0: blocks in order
+  int persistent_launches = 0;
 };
 
 // Issues a stream schedule onto per-lane queues, then runs the queues as
@@ -524,8 +576,21 @@ Inputs inputs_of(const RnnProblem& p, std::uint64_t seed) {
 
 // The whole engine on the host: the plan's graphs, played in insertion
 // order or through the stream schedule with the lanes interleaved.
-Results run_engine(const RnnProblem& p, const Inputs& in, bool with_states, int interleave_seed) {
-  Design g(p);
+// Variant 2 of the engine: its blocks per direction, the host threads per
+// block, the order of the blocks within a step (0: in order).
+struct Persistent {
+  i64 blocks = 0;  // 0: variant 1
+  i64 threads = kPersistentThreads;
+  std::uint64_t shuffle_seed = 0;
+};
+
+std::unique_ptr<Design> make_design(const RnnProblem& p) { return std::make_unique<Design>(p); }
+
+Results run_engine(const RnnProblem& p, const Inputs& in, bool with_states, int interleave_seed,
+                   const Persistent& persistent = {}) {
+  const std::unique_ptr<Design> design = make_design(p);
+  Design& g = *design;
+  if (persistent.blocks > 0) g.variant = 2, g.persistent_blocks = persistent.blocks;
   g.tables.order = g.pack.order.data();
   g.tables.length = g.pack.length.data();
   g.tables.offset = g.pack.offset.data();
@@ -548,6 +613,7 @@ Results run_engine(const RnnProblem& p, const Inputs& in, bool with_states, int 
   r.dw.assign(in.w.size(), kNaN);
   r.dw_accumulated = in.dw_start;
   HostOps ops;
+  ops.threads = persistent.threads, ops.shuffle_seed = persistent.shuffle_seed;
   Play play;
   play.ops = &ops;
   Bindings& b = play.b;
@@ -571,6 +637,8 @@ Results run_engine(const RnnProblem& p, const Inputs& in, bool with_states, int 
     ASSERT_TRUE(lanes.run(static_cast<std::uint64_t>(interleave_seed))) << "the lanes deadlocked";
   };
   play_one(forward);
+  // Variant 2: one launch per layer and no per-step forward node.
+  EXPECT_EQ(ops.persistent_launches, persistent.blocks > 0 ? p.params.num_layers : 0);
   play_one(backward_data);
   b.dw = r.dw.data();
   play_one(backward_weights);
@@ -657,6 +725,181 @@ TEST_P(CudaRnnReplay, InterleavedLanesGiveTheBitsOfSequential) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rnn, CudaRnnReplay, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+
+// ---- variant 2: the persistent kernel ------------------------------------------------
+
+TEST(CudaRnnPersistent, SlicesPartitionTheHiddenUnitsContiguously) {
+  for (i64 H = 1; H <= 40; ++H)
+    for (i64 blocks = 1; blocks <= H; ++blocks) {
+      const i64 units = persistent_units(H, blocks);
+      i64 next = 0;
+      for (i64 b = 0; b < blocks; ++b) {
+        const i64 j0 = persistent_first(H, blocks, b), j1 = persistent_end(H, blocks, b);
+        ASSERT_EQ(j0, next) << "H " << H << " blocks " << blocks << " block " << b;
+        ASSERT_LE(j1 - j0, units);
+        ASSERT_GE(j1, j0);
+        next = j1;
+      }
+      ASSERT_EQ(next, H) << "H " << H << " blocks " << blocks;
+      // The column parts of a split cover [0, H) in order, none empty.
+      for (i64 elements : {i64{1}, i64{5}, i64{64}, i64{300}}) {
+        const i64 parts = persistent_split(elements, kPersistentThreads, H);
+        ASSERT_GE(parts, 1);
+        ASSERT_LE(parts, H);
+        ASSERT_LE(elements * parts, std::max<i64>(elements, kPersistentThreads));
+        ASSERT_EQ(parts & (parts - 1), 0) << "a power of two";
+        // Maximal: doubling would pass H or the threads.
+        ASSERT_TRUE(parts * 2 > H || elements * parts * 2 > kPersistentThreads);
+        ASSERT_EQ(persistent_part_first(H, parts, 0), 0);
+        ASSERT_EQ(persistent_part_first(H, parts, parts), H);
+        for (i64 q = 0; q < parts; ++q)
+          ASSERT_LT(persistent_part_first(H, parts, q), persistent_part_first(H, parts, q + 1));
+      }
+      // Every (gate, unit, column) of a slice has its own float, inside the slice.
+      for (i64 G : {1, 3, 4}) {
+        std::set<i64> seen;
+        for (i64 q = 0; q < G; ++q)
+          for (i64 u = 0; u < units; ++u)
+            for (i64 k = 0; k < H; ++k) {
+              const i64 at = persistent_slice_at(units, H, q, u, k);
+              ASSERT_TRUE(at >= 0 && at < persistent_slice_floats(G, H, units));
+              ASSERT_TRUE(seen.insert(at).second);
+            }
+      }
+    }
+}
+
+// A non-empty reason that names every one of `words`.
+bool mentions(const std::string& reason, std::initializer_list<const char*> words) {
+  if (reason.empty()) return false;
+  for (const char* w : words)
+    if (reason.find(w) == std::string::npos) return false;
+  return true;
+}
+
+TEST(CudaRnnPersistent, FitsOrDeclinesNamingTheNumber) {
+  // H200-like: 227 KiB of opt-in shared memory per block, 132 SMs.
+  const std::size_t shared = 232448;
+  const PersistentFit lstm512 = persistent_fit(RnnCell::Lstm, 512, 8, 2, 0, shared, 132);
+  EXPECT_TRUE(lstm512.reason.empty()) << lstm512.reason;
+  EXPECT_EQ(lstm512.blocks, 64);
+  EXPECT_EQ(lstm512.units, 8);
+  // The slice and a partial sum per gate and thread.
+  EXPECT_EQ(lstm512.shared_bytes, std::size_t{(4 * 8 * 512 + 4 * 256) * 4});
+  // No block without units: 10 units over 66 SMs is 10 blocks of 1.
+  const PersistentFit small = persistent_fit(RnnCell::Gru, 10, 1, 1, 0, shared, 66);
+  EXPECT_TRUE(small.reason.empty()) << small.reason;
+  EXPECT_EQ(small.blocks, 10);
+  EXPECT_EQ(small.units, 1);
+  // 7 units over 3 blocks: 3, 3, 1.
+  const PersistentFit uneven = persistent_fit(RnnCell::Tanh, 7, 4, 1, 0, shared, 3);
+  EXPECT_EQ(uneven.blocks, 3);
+  EXPECT_EQ(uneven.units, 3);
+  // An LSTM of 1024 units bidirectional: 16 units per block, 266240 bytes.
+  const PersistentFit big = persistent_fit(RnnCell::Lstm, 1024, 4, 2, 0, shared, 132);
+  EXPECT_TRUE(mentions(big.reason, {"266240", "232448", "shared memory"})) << big.reason;
+  const PersistentFit wide = persistent_fit(RnnCell::Tanh, 64, 33, 1, 0, shared, 132);
+  EXPECT_TRUE(mentions(wide.reason, {"33", "32"})) << wide.reason;
+  EXPECT_TRUE(persistent_fit(RnnCell::Tanh, 64, 32, 1, 0, shared, 132).reason.empty());
+  const PersistentFit projected = persistent_fit(RnnCell::Lstm, 64, 2, 1, 16, shared, 132);
+  EXPECT_TRUE(mentions(projected.reason, {"proj_size", "16"})) << projected.reason;
+  EXPECT_FALSE(persistent_fit(RnnCell::Tanh, 0, 2, 1, 0, shared, 132).reason.empty());
+  EXPECT_FALSE(persistent_fit(RnnCell::Tanh, 8, 2, 2, 0, shared, 1).reason.empty());
+  // Co-residency: every block at once, or a named refusal.
+  EXPECT_TRUE(persistent_resident_check(132, 132, 1).empty());
+  EXPECT_TRUE(persistent_resident_check(200, 132, 2).empty());
+  EXPECT_TRUE(mentions(persistent_resident_check(133, 132, 1), {"133", "132"}));
+  EXPECT_TRUE(mentions(persistent_resident_check(4, 132, 0), {"4", "0 per SM"}));
+}
+
+TEST(CudaRnnPersistent, TheForwardGraphHasOneNodePerLayerAfterItsInputs) {
+  const std::vector<Case> all = cases();
+  const auto it = std::find_if(all.begin(), all.end(),
+                               [](const Case& c) { return c.name == "lstm_L2_bi_unsorted"; });
+  ASSERT_NE(it, all.end());
+  const RnnProblem p = problem_of(*it);
+  const std::unique_ptr<Design> design = make_design(p), design1 = make_design(p);
+  Design& g = *design;
+  g.variant = 2, g.persistent_blocks = 2;
+  const LanedGraph forward = build_forward(&g);
+  const LanedGraph forward1 = build_forward(design1.get());
+  // Variant 1's per-step nodes (steps per unit) are replaced by one per layer.
+  const std::int32_t per_step = static_cast<std::int32_t>(g.L * g.D * g.pack.steps);
+  EXPECT_EQ(forward.graph.size(), forward1.graph.size() - per_step + g.L);
+  // Each layer's node waits for every input chunk of both its directions;
+  // the layer above's chunks wait for it.
+  std::vector<std::int32_t> persistent;
+  for (std::int32_t n = 0; n < forward.graph.size(); ++n)
+    if (forward.graph.node_name(n).find("persistent") != std::string::npos) persistent.push_back(n);
+  ASSERT_EQ(static_cast<int>(persistent.size()), g.L);
+  for (int l = 0; l < g.L; ++l) {
+    const std::string layer = " L" + std::to_string(l) + " ";
+    std::set<std::int32_t> chunks;
+    for (std::int32_t n = 0; n < forward.graph.size(); ++n)
+      if (forward.graph.node_name(n).find(layer) != std::string::npos &&
+          forward.graph.node_name(n).find("x-proj") != std::string::npos)
+        chunks.insert(n);
+    EXPECT_EQ(static_cast<i64>(chunks.size()), g.D * g.chunks());
+    const std::vector<std::int32_t>& before = forward.graph.predecessors(persistent[l]);
+    EXPECT_EQ(std::set<std::int32_t>(before.begin(), before.end()), chunks) << "layer " << l;
+    if (l + 1 < g.L) {
+      for (std::int32_t n = 0; n < forward.graph.size(); ++n) {
+        if (forward.graph.node_name(n).find(" L" + std::to_string(l + 1) + " ") ==
+                std::string::npos ||
+            forward.graph.node_name(n).find("x-proj") == std::string::npos)
+          continue;
+        const std::vector<std::int32_t>& deps = forward.graph.predecessors(n);
+        EXPECT_NE(std::find(deps.begin(), deps.end(), persistent[l]), deps.end())
+            << forward.graph.node_name(n);
+      }
+    }
+  }
+}
+
+class CudaRnnPersistentReplay : public ::testing::TestWithParam<Case> {};
+
+TEST_P(CudaRnnPersistentReplay, MatchesTheReferenceAndTheBitsOfVariant1) {
+  const RnnProblem p = problem_of(GetParam());
+  const i64 length = p.T * std::max<i64>({p.params.input_size, p.directions() * p.hidden(),
+                                          p.gates() * p.hidden(), p.N});
+  for (bool with_states : {true, false}) {
+    SCOPED_TRACE(with_states ? "with h0, c0, dhy, dcy" : "without them (zeros)");
+    const Inputs in = inputs_of(p, with_states ? 400 : 500);
+    const Results want = run_reference(p, in, with_states);
+    const Results variant1 = run_engine(p, in, with_states, -1);
+    // Blocks of uneven slices (H 3-7 over 2 blocks, and one block per unit).
+    for (i64 blocks : {i64{1}, i64{2}, p.hidden()}) {
+      SCOPED_TRACE("blocks per direction " + std::to_string(blocks));
+      // The device's 256 threads per block: these small batches split
+      // every dot product over the columns.
+      EXPECT_GT(persistent_split(p.N * persistent_units(p.hidden(), blocks), kPersistentThreads,
+                                 p.hidden()),
+                1);
+      Persistent v2;
+      v2.blocks = blocks;
+      const Results got = run_engine(p, in, with_states, -1, v2);
+      expect_close(got, want, length);
+      expect_close(got, variant1, length);
+      for (float v : got.y) ASSERT_FALSE(std::isnan(v)) << "a y element was not written";
+      // The barriers separate the phases and the steps: the blocks' order
+      // within a step and the lanes' interleaving change nothing.
+      Persistent shuffled = v2;
+      shuffled.shuffle_seed = 7;
+      EXPECT_TRUE(same_bits(run_engine(p, in, with_states, 2, shuffled), got));
+      // One thread per block never splits: the same products in the same
+      // order as variant 1's GEMM on the host, so the same bits, gradients
+      // included (backward is variant 1's), blocks shuffled or not.
+      Persistent unsplit = v2;
+      unsplit.threads = 1;
+      EXPECT_TRUE(same_bits(run_engine(p, in, with_states, -1, unsplit), variant1));
+      unsplit.shuffle_seed = 11;
+      EXPECT_TRUE(same_bits(run_engine(p, in, with_states, 3, unsplit), variant1));
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Rnn, CudaRnnPersistentReplay, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
 }  // namespace
