@@ -890,7 +890,9 @@ TEST_P(RnnCudaVariants, OutputsAndEveryGradientMatchTheReference) {
     EXPECT_NE(plan.description().find("variant " + std::to_string(variant)), std::string::npos)
         << plan.description();
   } catch (const Error& e) {
-    // Only a projection is declined on this table (every batch is small).
+    // Only variant 2 declines anything on this table (every batch is
+    // small): a projection. Variant 1 runs every case.
+    EXPECT_EQ(variant, 2) << e.what();
     EXPECT_GT(c.params.proj_size, 0) << e.what();
     GTEST_SKIP() << e.what();
   }
@@ -910,6 +912,14 @@ TEST(RnnCudaVariant2, DeclinesBatchesOverItsBoundNamingTheNumber) {
                                  Error::Kind::Unsupported, {"variant 2", "33"}));
   const RnnPlan fits(ctx, params, 5, 32, {}, options);
   EXPECT_NE(fits.description().find("persistent"), std::string::npos) << fits.description();
+  // A projection: variant 2 declines it naming proj_size, variant 1 runs it.
+  const RnnParams projected = params_of(RnnCell::Lstm, 3, 4, 1, false, true, 2);
+  EXPECT_TRUE(test::throws_error([&] { RnnPlan(ctx, projected, 5, 2, {}, options); },
+                                 Error::Kind::Unsupported, {"variant 2", "proj_size"}));
+  options.variant = 1;
+  const RnnPlan one(ctx, projected, 5, 2, {}, options);
+  EXPECT_NE(one.description().find("projection"), std::string::npos) << one.description();
+  EXPECT_TRUE(rnn_query(ctx, projected, 5, 2, {}, Engine::Cuda).supported);
 }
 
 GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(RnnCudaVariants);

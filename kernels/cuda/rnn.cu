@@ -5,14 +5,18 @@
 // rnn_cells.hpp (replayed on the CPU by tests/internal/test_cuda_rnn_cells.cpp).
 //
 // Variants: 0 (the engine's choice, which is 1: no measured rule yet says
-// when 2 wins), 1, a cell kernel per step after the step's recurrent GEMM,
-// and 2, a persistent kernel per layer (rnn_persistent.hpp) that keeps
-// W_hh in shared memory across steps, runs every step of both directions in
-// one cooperative launch with a grid barrier between steps, and writes what
-// variant 1's forward writes (training's backward is variant 1's). Variant 2
-// declines batches over kPersistentMaxBatch, W_hh slices over the device's
-// shared memory per block, grids the device cannot hold resident at once,
-// devices without cooperative launch, and proj_size.
+// when 2 wins), 1, a cell kernel per step after the step's recurrent GEMM
+// (with an LSTM projection, proj_size > 0, then the projection GEMM h =
+// W_hr (o * tanh(c)) and a kernel writing h to y and hy; backward gathers
+// the gradient reaching h, multiplies it by W_hr for the cell's backward
+// and keeps it for dW_hr), and 2, a persistent kernel per layer
+// (rnn_persistent.hpp) that keeps W_hh in shared memory across steps, runs
+// every step of both directions in one cooperative launch with a grid
+// barrier between steps, and writes what variant 1's forward writes
+// (training's backward is variant 1's). Variant 2 declines batches over
+// kPersistentMaxBatch, W_hh slices over the device's shared memory per
+// block, grids the device cannot hold resident at once, devices without
+// cooperative launch, and proj_size (variant 1 runs it).
 // DLRT_CUDA_RNN_VARIANT is the default of plans that name none.
 //
 // Executors, same nodes and same arithmetic, so the same bits:
@@ -114,6 +118,14 @@ __global__ void forward_step_kernel(ForwardStepArgs a, i64 count) {
     forward_step_element(a, i);
 }
 
+// The projected state h_t = W_hr m_t (Sak, Senior and Beaufays 2014's LSTMP)
+// to the output and hy.
+__global__ void forward_proj_kernel(ForwardStepArgs a, i64 count) {
+  for (i64 i = i64{blockIdx.x} * blockDim.x + threadIdx.x; i < count;
+       i += i64{gridDim.x} * blockDim.x)
+    forward_proj_element(a, i);
+}
+
 // y = 0 past each length (cuDNN's padded I/O convention).
 __global__ void zero_padding_kernel(ZeroPaddingArgs a, i64 count) {
   for (i64 i = i64{blockIdx.x} * blockDim.x + threadIdx.x; i < count;
@@ -126,6 +138,13 @@ __global__ void backward_step_kernel(BackwardStepArgs a, i64 count) {
   for (i64 i = i64{blockIdx.x} * blockDim.x + threadIdx.x; i < count;
        i += i64{gridDim.x} * blockDim.x)
     backward_step_element(a, i);
+}
+
+// The gradient reaching the projected h_t (BPTT, Werbos 1990), kept for dW_hr.
+__global__ void backward_proj_kernel(BackwardStepArgs a, i64 count) {
+  for (i64 i = i64{blockIdx.x} * blockDim.x + threadIdx.x; i < count;
+       i += i64{gridDim.x} * blockDim.x)
+    backward_proj_element(a, i);
 }
 
 // dh0/dc0 = the gradient reaching h_{-1}, c_{-1} in backpropagation through time (Werbos 1990).
@@ -353,6 +372,11 @@ public:
     forward_step_kernel<<<blocks_for(count), kBlock, 0, stream(lane)>>>(a, count);
     DLRT_CUDA_CHECK_LAUNCH();
   }
+  void forward_proj(int lane, const ForwardStepArgs& a, i64 count) override {
+    if (count == 0) return;
+    forward_proj_kernel<<<blocks_for(count), kBlock, 0, stream(lane)>>>(a, count);
+    DLRT_CUDA_CHECK_LAUNCH();
+  }
   void zero_padding(int lane, const ZeroPaddingArgs& a, i64 count) override {
     if (count == 0) return;
     zero_padding_kernel<<<blocks_for(count), kBlock, 0, stream(lane)>>>(a, count);
@@ -361,6 +385,11 @@ public:
   void backward_step(int lane, const BackwardStepArgs& a, i64 count) override {
     if (count == 0) return;
     backward_step_kernel<<<blocks_for(count), kBlock, 0, stream(lane)>>>(a, count);
+    DLRT_CUDA_CHECK_LAUNCH();
+  }
+  void backward_proj(int lane, const BackwardStepArgs& a, i64 count) override {
+    if (count == 0) return;
+    backward_proj_kernel<<<blocks_for(count), kBlock, 0, stream(lane)>>>(a, count);
     DLRT_CUDA_CHECK_LAUNCH();
   }
   void state_out(int lane, const StateOutArgs& a, i64 count) override {
@@ -858,10 +887,6 @@ public:
 
   Planned<RnnKernel> plan(Context& ctx, const RnnProblem& problem) const override {
     const RnnParams& params = problem.params;
-    if (params.proj_size > 0)
-      return Planned<RnnKernel>::no("the Cuda engine has no LSTM projection (proj_size = " +
-                                    std::to_string(params.proj_size) +
-                                    "); Engine::Cudnn and Engine::Cpu run it");
     int variant = problem.variant;
     if (variant == 0) variant = variant_from_environment("DLRT_CUDA_RNN_VARIANT", kCudaRnnVariants);
     if (variant < 0 || variant > kCudaRnnVariants)
@@ -892,7 +917,9 @@ public:
                                     std::to_string(ctx.options().workspace_limit_bytes));
     try {
       gpu::set_device(ctx.device().index);
-      std::string how = "a fused cell kernel per step (variant 1)";
+      std::string how = params.proj_size > 0
+                            ? "a fused cell kernel and a projection GEMM per step (variant 1)"
+                            : "a fused cell kernel per step (variant 1)";
       if (variant == 2) {
         std::string reason = plan_persistent(ctx.device().index, problem, *design);
         if (!reason.empty()) return Planned<RnnKernel>::no(std::move(reason));

@@ -193,29 +193,35 @@ DLRT_HOST_DEVICE inline void gather_element(const GatherArgs& a, i64 idx) {
 }
 
 // The packed initial state of unit k: h0/c0 rows in packed order, or zeros.
+// One thread per (n < N, j < H); h has hw columns (the projection's P, at
+// most H; 0: H).
 struct InitStateArgs {
   Tables t;
-  i64 k = 0, N = 0, H = 0;
+  i64 k = 0, N = 0, H = 0, hw = 0;
   const float* h0 = nullptr;  // null: zeros
   const float* c0 = nullptr;  // null: zeros
-  float* h = nullptr;         // [N, H]
+  float* h = nullptr;         // [N, hw]
   float* c = nullptr;         // [N, H], null unless LSTM
 };
 DLRT_HOST_DEVICE inline void init_state_element(const InitStateArgs& a, i64 idx) {
-  const i64 n = idx / a.H, j = idx % a.H;
-  const i64 from = state_at(a.k, a.N, a.t.order[n], a.H, j);
-  a.h[idx] = a.h0 ? a.h0[from] : 0.0f;
-  if (a.c) a.c[idx] = a.c0 ? a.c0[from] : 0.0f;
+  const i64 n = idx / a.H, j = idx % a.H, W = a.hw > 0 ? a.hw : a.H;
+  const i64 seq = a.t.order[n];
+  if (j < W) a.h[n * W + j] = a.h0 ? a.h0[state_at(a.k, a.N, seq, W, j)] : 0.0f;
+  if (a.c) a.c[idx] = a.c0 ? a.c0[state_at(a.k, a.N, seq, a.H, j)] : 0.0f;
 }
 
 // One step of one unit, one thread per (packed row n < batch, j < H): the
 // gate pre-activations the GEMMs left plus the biases, the cell, and the
-// writes of the packed state, the layer output, hy and cy.
+// writes of the packed state, the layer output, hy and cy. With a
+// projection the cell's output m = o * tanh(c) goes to h (out and hy null),
+// the projection GEMM makes the P columns of the state, and
+// forward_proj_element writes them to the output and hy.
 struct ForwardStepArgs {
   Tables t;
   RnnCell cell = RnnCell::Tanh;
   int d = 0;
   i64 s = 0, batch = 0, N = 0, H = 0, GH = 0, width = 0, k = 0;
+  i64 hw = 0;                   // forward_proj_element: the state's columns P
   float* gates = nullptr;       // this step's rows [batch, GH]
   const float* b_ih = nullptr;  // null: no bias
   const float* b_hh = nullptr;
@@ -224,7 +230,7 @@ struct ForwardStepArgs {
   const float* c_prev = nullptr;
   float* h = nullptr;  // this step's rows [batch, H]
   float* c = nullptr;
-  float* out = nullptr;  // padded [T, N, width], this direction at column d * H
+  float* out = nullptr;  // padded [T, N, width], this direction at column d * H; null: none
   float* hy = nullptr;   // null: not wanted
   float* cy = nullptr;
 };
@@ -253,10 +259,21 @@ DLRT_HOST_DEVICE inline void forward_step_element(const ForwardStepArgs& a, i64 
   }
   a.h[at] = h;
   const i64 length = a.t.length[n], seq = a.t.order[n];
-  a.out[padded_row(packed_time(a.d, a.s, length), a.N, seq) * a.width + a.d * H + j] = h;
+  if (a.out) a.out[padded_row(packed_time(a.d, a.s, length), a.N, seq) * a.width + a.d * H + j] = h;
   if (length - 1 != a.s) return;
   if (a.hy) a.hy[state_at(a.k, a.N, seq, H, j)] = h;
   if (a.cy && a.cell == RnnCell::Lstm) a.cy[state_at(a.k, a.N, seq, H, j)] = c;
+}
+
+// The projected state's writes, one thread per (n < batch, j < hw): h (this
+// step's rows [batch, hw], made by the projection GEMM) to the layer output
+// (this direction at column d * hw) and to hy where the sequence ends.
+DLRT_HOST_DEVICE inline void forward_proj_element(const ForwardStepArgs& a, i64 idx) {
+  const i64 W = a.hw, n = idx / W, j = idx % W;
+  const float h = a.h[n * W + j];
+  const i64 length = a.t.length[n], seq = a.t.order[n];
+  a.out[padded_row(packed_time(a.d, a.s, length), a.N, seq) * a.width + a.d * W + j] = h;
+  if (length - 1 == a.s && a.hy) a.hy[state_at(a.k, a.N, seq, W, j)] = h;
 }
 
 // y is zero past each sequence's length.
@@ -274,19 +291,25 @@ DLRT_HOST_DEVICE inline void zero_padding_element(const ZeroPaddingArgs& a, i64 
 // gradient reaching h (carried from the step after, or dhy where the
 // sequence ends here, plus dy or the layer above's input gradients), then
 // the cell's backward. The recurrent product that carries dh to the step
-// before follows as a GEMM into carry_h.
+// before follows as a GEMM into carry_h. With a projection (LSTM) the
+// gradient reaching the P columns of h is gathered first
+// (backward_proj_element, hw = P, into dh), the GEMM dm = dh W_hr makes the
+// gradient reaching the cell's output, and the cell's backward reads dm.
 struct BackwardStepArgs {
   Tables t;
   RnnCell cell = RnnCell::Tanh;
   int d = 0;
   i64 s = 0, batch = 0, next_batch = 0, N = 0, H = 0, GH = 0, width = 0, k = 0;
+  i64 hw = 0;                         // the columns of h, carry_h, dhy and dy's parts (0: H)
+  float* dh = nullptr;                // backward_proj_element: this step's rows [batch, hw]
+  const float* dm = nullptr;          // the cell's backward: the gradient reaching m [batch, H]
   const float* dy = nullptr;          // top layer: padded [T, N, width]
   const float* dxp_above0 = nullptr;  // otherwise: the layer above's packed input gradients
   const float* dxp_above1 = nullptr;  // (its reverse direction; null unless bidirectional)
   i64 in_above = 0;
   const float* dhy = nullptr;  // null: zeros
   const float* dcy = nullptr;
-  float* carry_h = nullptr;      // [N, H]
+  float* carry_h = nullptr;      // [N, hw]
   float* carry_c = nullptr;      // LSTM [N, H]
   const float* gates = nullptr;  // LSTM activations, this step's rows
   const float* gru = nullptr;    // GRU saved, this step's rows
@@ -297,26 +320,43 @@ struct BackwardStepArgs {
   float* dgates = nullptr;   // this step's rows [batch, GH]: input-side gradients
   float* dhidden = nullptr;  // GRU: hidden-side gradients
 };
-DLRT_HOST_DEVICE inline void backward_step_element(const BackwardStepArgs& a, i64 idx) {
-  const i64 n = idx / a.H, j = idx % a.H, H = a.H, GH = a.GH;
-  const i64 at = n * H + j;
+// The gradient reaching element (n, j < W) of this step's h: carried from
+// the step after (dhy where the sequence ends here, which starts the
+// carry), plus dy or the layer above's input gradients.
+DLRT_HOST_DEVICE inline float incoming_dh(const BackwardStepArgs& a, i64 n, i64 j, i64 W) {
+  const i64 at = n * W + j;
   const i64 length = a.t.length[n], seq = a.t.order[n];
-  const bool lstm = a.cell == RnnCell::Lstm;
-  if (n >= a.next_batch) {  // the sequence's last step: start from dhy and dcy
-    const i64 from = state_at(a.k, a.N, seq, H, j);
-    a.carry_h[at] = a.dhy ? a.dhy[from] : 0.0f;
-    if (lstm) a.carry_c[at] = a.dcy ? a.dcy[from] : 0.0f;
-  }
+  if (n >= a.next_batch)  // the sequence's last step: start from dhy
+    a.carry_h[at] = a.dhy ? a.dhy[state_at(a.k, a.N, seq, W, j)] : 0.0f;
   const i64 time = packed_time(a.d, a.s, length);
   float dh = a.carry_h[at];
   if (a.dy) {
-    dh += a.dy[padded_row(time, a.N, seq) * a.width + a.d * H + j];
+    dh += a.dy[padded_row(time, a.N, seq) * a.width + a.d * W + j];
   } else {
     // The layer above read this output through each of its directions.
-    dh += a.dxp_above0[packed_row(0, time, n, length, a.t.offset) * a.in_above + a.d * H + j];
+    dh += a.dxp_above0[packed_row(0, time, n, length, a.t.offset) * a.in_above + a.d * W + j];
     if (a.dxp_above1)
-      dh += a.dxp_above1[packed_row(1, time, n, length, a.t.offset) * a.in_above + a.d * H + j];
+      dh += a.dxp_above1[packed_row(1, time, n, length, a.t.offset) * a.in_above + a.d * W + j];
   }
+  return dh;
+}
+
+// With a projection: one thread per (n < batch, j < hw), dh = the gradient
+// reaching the projected h.
+DLRT_HOST_DEVICE inline void backward_proj_element(const BackwardStepArgs& a, i64 idx) {
+  const i64 W = a.hw, n = idx / W, j = idx % W;
+  a.dh[n * W + j] = incoming_dh(a, n, j, W);
+}
+
+DLRT_HOST_DEVICE inline void backward_step_element(const BackwardStepArgs& a, i64 idx) {
+  const i64 n = idx / a.H, j = idx % a.H, H = a.H, GH = a.GH;
+  const i64 at = n * H + j;
+  const i64 seq = a.t.order[n];
+  const bool lstm = a.cell == RnnCell::Lstm;
+  // the sequence's last step: the cell's carry starts from dcy
+  if (lstm && n >= a.next_batch)
+    a.carry_c[at] = a.dcy ? a.dcy[state_at(a.k, a.N, seq, H, j)] : 0.0f;
+  const float dh = a.dm ? a.dm[at] : incoming_dh(a, n, j, H);
   if (lstm) {
     const float* g = a.gates + n * GH;
     const LstmBackward o = lstm_backward(g[j], g[H + j], g[2 * H + j], g[3 * H + j], a.c_prev[at],
@@ -338,20 +378,21 @@ DLRT_HOST_DEVICE inline void backward_step_element(const BackwardStepArgs& a, i6
   }
 }
 
-// dh0 and dc0 from the carries after step 0 (every sequence runs at step 0).
+// dh0 and dc0 from the carries after step 0 (every sequence runs at step 0),
+// one thread per (n < N, j < H); dh0 and carry_h have hw columns (0: H).
 struct StateOutArgs {
   Tables t;
-  i64 k = 0, N = 0, H = 0;
+  i64 k = 0, N = 0, H = 0, hw = 0;
   const float* carry_h = nullptr;
   const float* carry_c = nullptr;
   float* dh0 = nullptr;  // null: not wanted
   float* dc0 = nullptr;
 };
 DLRT_HOST_DEVICE inline void state_out_element(const StateOutArgs& a, i64 idx) {
-  const i64 n = idx / a.H, j = idx % a.H;
-  const i64 to = state_at(a.k, a.N, a.t.order[n], a.H, j);
-  if (a.dh0) a.dh0[to] = a.carry_h[idx];
-  if (a.dc0) a.dc0[to] = a.carry_c[idx];
+  const i64 n = idx / a.H, j = idx % a.H, W = a.hw > 0 ? a.hw : a.H;
+  const i64 seq = a.t.order[n];
+  if (a.dh0 && j < W) a.dh0[state_at(a.k, a.N, seq, W, j)] = a.carry_h[n * W + j];
+  if (a.dc0) a.dc0[state_at(a.k, a.N, seq, a.H, j)] = a.carry_c[idx];
 }
 
 // dx [T, N, I]: the sum of both directions' packed gradients, zero past each length.

@@ -12,7 +12,11 @@
 // 2016): per layer and direction, the input projection as GEMMs over
 // chunks of steps; per step one recurrent GEMM over the step's active batch
 // and one fused cell kernel; backward mirrored in reverse time; weight
-// gradients as a few large GEMMs. A GPU step is one node (no batch pieces:
+// gradients as a few large GEMMs. With an LSTM projection (proj_size P) a
+// forward step adds the GEMM h = m W_hr^T onto its cell's output m and a
+// kernel writing h, a backward step the gradient reaching h and its GEMM
+// with W_hr before the cell's backward, and the weight gradients one GEMM
+// for dW_hr, as the Cpu engine. A GPU step is one node (no batch pieces:
 // one GEMM over the whole active batch keeps the device busiest). Variant 2
 // (rnn_persistent.hpp) replaces a layer's forward steps of both directions
 // with one node, a persistent kernel; the backward graphs are the same.
@@ -45,11 +49,14 @@ using Packing = RnnPacking;
 // Offsets (in floats) of one layer and direction's weights and buffers.
 struct Unit {
   i64 in = 0;  // the layer's input width
-  i64 w_ih = 0, w_hh = 0, b_ih = -1, b_hh = -1;
-  // forward buffers (packed rows)
-  i64 xp = 0, gates = 0, gru = -1, h = 0, c = -1, h0 = 0, c0 = -1;
-  // backward buffers
-  i64 dgates = 0, dhidden = -1, dxp = 0, carry_h = 0, carry_c = -1;
+  i64 w_ih = 0, w_hh = 0, b_ih = -1, b_hh = -1, w_hr = -1;
+  // forward buffers (packed rows; h and h0 have HP columns; with a
+  // projection m holds the cell's output o * tanh(c) [R, H])
+  i64 xp = 0, gates = 0, gru = -1, h = 0, c = -1, m = -1, h0 = 0, c0 = -1;
+  // backward buffers (carry_h has HP columns; with a projection dh holds
+  // the gradient reaching each projected h [R, P], dm the one reaching m
+  // at the step being played [N, H])
+  i64 dgates = 0, dhidden = -1, dxp = 0, carry_h = 0, carry_c = -1, dh = -1, dm = -1;
 };
 
 // The pointers of one run.
@@ -83,8 +90,12 @@ public:
   virtual void gather(int lane, const GatherArgs& a, i64 count) = 0;
   virtual void init_state(int lane, const InitStateArgs& a, i64 count) = 0;
   virtual void forward_step(int lane, const ForwardStepArgs& a, i64 count) = 0;
+  // With a projection: the projected state's writes (forward_proj_element).
+  virtual void forward_proj(int lane, const ForwardStepArgs& a, i64 count) = 0;
   virtual void zero_padding(int lane, const ZeroPaddingArgs& a, i64 count) = 0;
   virtual void backward_step(int lane, const BackwardStepArgs& a, i64 count) = 0;
+  // With a projection: the gradient reaching the projected h (backward_proj_element).
+  virtual void backward_proj(int lane, const BackwardStepArgs& a, i64 count) = 0;
   virtual void state_out(int lane, const StateOutArgs& a, i64 count) = 0;
   virtual void scatter_dx(int lane, const ScatterDxArgs& a, i64 count) = 0;
   virtual void bias_sums(int lane, const BiasSumsArgs& a, i64 count) = 0;
@@ -105,12 +116,14 @@ inline const Play& played(const void* p) { return *static_cast<const Play*>(p); 
 // The problem's fixed shape, arena layout, graphs and lanes.
 struct Design {
   RnnParams params;
-  i64 T = 1, N = 1, H = 1, G = 1, GH = 1;
+  // HP: the columns of h, the output's per direction, h0 and hy: the
+  // projection's P when proj_size > 0, else H.
+  i64 T = 1, N = 1, H = 1, G = 1, GH = 1, P = 0, HP = 1;
   int L = 1, D = 1;
   Packing pack;
   i64 chunk_steps = 1;
   std::vector<Unit> units;        // [layer * D + direction]
-  std::vector<i64> layer_output;  // [layer] padded [T, N, D*H] (all but the last layer)
+  std::vector<i64> layer_output;  // [layer] padded [T, N, D*HP] (all but the last layer)
   i64 forward_floats = 0, total_floats = 0;
   Tables tables;  // set by the engine once the tables are where its kernels read them
   int lanes = 1;
@@ -124,6 +137,7 @@ struct Design {
     T = problem.T, N = problem.N;
     H = params.hidden_size;
     G = rnn_gate_count(params.cell), GH = G * H;
+    P = params.proj_size, HP = P > 0 ? P : H;
     L = params.num_layers, D = params.bidirectional ? 2 : 1;
     chunk_steps = (pack.steps + kStepChunks - 1) / kStepChunks;
     lanes = std::min(2 * L * D, kMaxLanes);
@@ -136,6 +150,7 @@ struct Design {
       if (piece.name.starts_with("weight_hh")) u.w_hh = piece.offset;
       if (piece.name.starts_with("bias_ih")) u.b_ih = piece.offset;
       if (piece.name.starts_with("bias_hh")) u.b_hh = piece.offset;
+      if (piece.name.starts_with("weight_hr")) u.w_hr = piece.offset;
     }
     // Each buffer starts on 256 bytes, so that rows of different buffers
     // never share a memory transaction.
@@ -151,20 +166,22 @@ struct Design {
       u.xp = carve(R * u.in);
       u.gates = carve(R * GH);
       if (gru) u.gru = carve(R * 4 * H);
-      u.h = carve(R * H);
+      u.h = carve(R * HP);
       if (lstm) u.c = carve(R * H);
-      u.h0 = carve(N * H);
+      if (P > 0) u.m = carve(R * H);
+      u.h0 = carve(N * HP);
       if (lstm) u.c0 = carve(N * H);
     }
     layer_output.assign(static_cast<std::size_t>(L), -1);
-    for (int l = 0; l + 1 < L; ++l) layer_output[l] = carve(T * N * D * H);
+    for (int l = 0; l + 1 < L; ++l) layer_output[l] = carve(T * N * D * HP);
     forward_floats = next;
     for (Unit& u : units) {
       u.dgates = carve(R * GH);
       if (gru) u.dhidden = carve(R * GH);
       u.dxp = carve(R * u.in);
-      u.carry_h = carve(N * H);
+      u.carry_h = carve(N * HP);
       if (lstm) u.carry_c = carve(N * H);
+      if (P > 0) u.dh = carve(R * P), u.dm = carve(N * H);
     }
     total_floats = next;
   }
@@ -183,7 +200,7 @@ struct Design {
     return l == 0 ? b.x : b.arena + layer_output[l - 1];
   }
   // The state rows of step s - 1 (the initial state at s = 0).
-  i64 prev_h(const Unit& u, i64 s) const { return s == 0 ? u.h0 : u.h + pack.offset[s - 1] * H; }
+  i64 prev_h(const Unit& u, i64 s) const { return s == 0 ? u.h0 : u.h + pack.offset[s - 1] * HP; }
   i64 prev_c(const Unit& u, i64 s) const { return s == 0 ? u.c0 : u.c + pack.offset[s - 1] * H; }
 };
 
@@ -212,16 +229,18 @@ inline void forward_input(const Design& g, int l, int d, i64 s0, i64 s1, const P
 }
 
 // One step: the initial state (at s = 0), the recurrent GEMM onto the
-// projected input, and the fused cell kernel.
+// projected input, and the fused cell kernel; with a projection then h =
+// m W_hr^T and the writes of h to the output and hy.
 inline void forward_step(const Design& g, int l, int d, i64 s, const Play& p) {
   const Unit& u = g.unit(l, d);
-  const i64 H = g.H, GH = g.GH, batch = g.pack.active[s], row0 = g.pack.offset[s];
+  const i64 H = g.H, HP = g.HP, GH = g.GH, batch = g.pack.active[s], row0 = g.pack.offset[s];
+  const bool proj = g.P > 0;
   const bool lstm = g.params.cell == RnnCell::Lstm, gru = g.params.cell == RnnCell::Gru;
   const int k = l * g.D + d;
   float* arena = p.b.arena;
   if (s == 0) {
     InitStateArgs a;
-    a.t = g.tables, a.k = k, a.N = g.N, a.H = H;
+    a.t = g.tables, a.k = k, a.N = g.N, a.H = H, a.hw = HP;
     a.h0 = p.b.h0, a.c0 = lstm ? p.b.c0 : nullptr;
     a.h = arena + u.h0, a.c = lstm ? arena + u.c0 : nullptr;
     p.ops->init_state(p.lane, a, g.N * H);
@@ -235,7 +254,7 @@ inline void forward_step(const Design& g, int l, int d, i64 s, const Play& p) {
     p.ops->gemm(p.lane, gemm_of(false, true, batch, H, H, h_prev, H, w_hh + 2 * H * H, H, 0.0f,
                                 saved + 3 * H, 4 * H));
   } else {
-    p.ops->gemm(p.lane, gemm_of(false, true, batch, GH, H, h_prev, H, w_hh, H, 1.0f, gates, GH));
+    p.ops->gemm(p.lane, gemm_of(false, true, batch, GH, HP, h_prev, HP, w_hh, HP, 1.0f, gates, GH));
   }
   ForwardStepArgs a;
   a.t = g.tables, a.cell = g.params.cell, a.d = d;
@@ -246,11 +265,18 @@ inline void forward_step(const Design& g, int l, int d, i64 s, const Play& p) {
   a.gru = gru ? arena + u.gru + row0 * 4 * H : nullptr;
   a.h_prev = h_prev;
   a.c_prev = lstm ? arena + g.prev_c(u, s) : nullptr;
-  a.h = arena + u.h + row0 * H;
+  a.h = proj ? arena + u.m + row0 * H : arena + u.h + row0 * H;
   a.c = lstm ? arena + u.c + row0 * H : nullptr;
-  a.out = g.output(p.b, l);
-  a.hy = p.b.hy, a.cy = lstm ? p.b.cy : nullptr;
+  a.out = proj ? nullptr : g.output(p.b, l);
+  a.hy = proj ? nullptr : p.b.hy, a.cy = lstm ? p.b.cy : nullptr;
   p.ops->forward_step(p.lane, a, batch * H);
+  if (!proj) return;
+  float* h = arena + u.h + row0 * HP;
+  p.ops->gemm(p.lane, gemm_of(false, true, batch, HP, H, a.h, H, p.b.w + u.w_hr, H, 0.0f, h, HP));
+  ForwardStepArgs o = a;
+  o.hw = HP, o.width = g.D * HP;
+  o.h = h, o.out = g.output(p.b, l), o.hy = p.b.hy;
+  p.ops->forward_proj(p.lane, o, batch * HP);
 }
 
 // Variant 2: the initial states of the layer's directions, then one
@@ -291,16 +317,20 @@ inline void forward_persistent(const Design& g, int l, const Play& p) {
 
 // ---- backward-data nodes -----------------------------------------------------------
 
+// One reverse step: the cell's backward (with a projection after the
+// gradient reaching h and its product with W_hr), then the recurrent
+// product into the carry, and at s = 0 dh0 and dc0.
 inline void backward_step(const Design& g, int l, int d, i64 s, const Play& p) {
   const Unit& u = g.unit(l, d);
-  const i64 H = g.H, GH = g.GH, batch = g.pack.active[s], row0 = g.pack.offset[s];
+  const i64 H = g.H, HP = g.HP, GH = g.GH, batch = g.pack.active[s], row0 = g.pack.offset[s];
   const bool lstm = g.params.cell == RnnCell::Lstm, gru = g.params.cell == RnnCell::Gru;
+  const bool proj = g.P > 0;
   const int k = l * g.D + d;
   float* arena = p.b.arena;
   BackwardStepArgs a;
   a.t = g.tables, a.cell = g.params.cell, a.d = d;
   a.s = s, a.batch = batch, a.next_batch = g.pack.active[s + 1], a.N = g.N, a.H = H, a.GH = GH;
-  a.width = g.D * H, a.k = k;
+  a.width = g.D * HP, a.k = k, a.hw = HP;
   if (l + 1 == g.L) {
     a.dy = p.b.dy;
   } else {
@@ -313,19 +343,28 @@ inline void backward_step(const Design& g, int l, int d, i64 s, const Play& p) {
   a.carry_c = lstm ? arena + u.carry_c : nullptr;
   a.gates = arena + u.gates + row0 * GH;
   a.gru = gru ? arena + u.gru + row0 * 4 * H : nullptr;
-  a.h = arena + u.h + row0 * H;
+  a.h = arena + u.h + row0 * HP;
   a.h_prev = arena + g.prev_h(u, s);
   a.c_prev = lstm ? arena + g.prev_c(u, s) : nullptr;
   a.c = lstm ? arena + u.c + row0 * H : nullptr;
   a.dgates = arena + u.dgates + row0 * GH;
   a.dhidden = gru ? arena + u.dhidden + row0 * GH : nullptr;
+  if (proj) {
+    // dh (kept for dW_hr), then dm = dh W_hr for the cell.
+    a.dh = arena + u.dh + row0 * HP;
+    p.ops->backward_proj(p.lane, a, batch * HP);
+    float* dm = arena + u.dm;
+    p.ops->gemm(p.lane,
+                gemm_of(false, false, batch, H, HP, a.dh, HP, p.b.w + u.w_hr, H, 0.0f, dm, H));
+    a.dm = dm;
+  }
   p.ops->backward_step(p.lane, a, batch * H);
   // GRU's carry already holds z * dh; the others' is replaced.
-  p.ops->gemm(p.lane, gemm_of(false, false, batch, H, GH, gru ? a.dhidden : a.dgates, GH,
-                              p.b.w + u.w_hh, H, gru ? 1.0f : 0.0f, a.carry_h, H));
+  p.ops->gemm(p.lane, gemm_of(false, false, batch, HP, GH, gru ? a.dhidden : a.dgates, GH,
+                              p.b.w + u.w_hh, HP, gru ? 1.0f : 0.0f, a.carry_h, HP));
   if (s != 0 || (p.b.dh0 == nullptr && (p.b.dc0 == nullptr || !lstm))) return;
   StateOutArgs o;
-  o.t = g.tables, o.k = k, o.N = g.N, o.H = H;
+  o.t = g.tables, o.k = k, o.N = g.N, o.H = H, o.hw = HP;
   o.carry_h = a.carry_h, o.carry_c = a.carry_c;
   o.dh0 = p.b.dh0, o.dc0 = lstm ? p.b.dc0 : nullptr;
   p.ops->state_out(p.lane, o, g.N * H);
@@ -364,7 +403,7 @@ inline void weights_input(const Design& g, int l, int d, const Play& p) {
 inline void weights_hidden(const Design& g, int l, int d, const Play& p) {
   const Unit& u = g.unit(l, d);
   const Packing& pk = g.pack;
-  const i64 GH = g.GH, H = g.H;
+  const i64 GH = g.GH, H = g.HP;  // the columns of h
   const float* dhidden = p.b.arena + (u.dhidden >= 0 ? u.dhidden : u.dgates);
   float* dw = p.b.dw + u.w_hh;
   p.ops->gemm(p.lane, gemm_of(true, false, GH, H, pk.active[0], dhidden, GH, p.b.arena + u.h0, H,
@@ -379,6 +418,15 @@ inline void weights_hidden(const Design& g, int l, int d, const Play& p) {
                                 GH, p.b.arena + u.h + pk.offset[s - 1] * H, H, 1.0f, dw, H));
     s = e;
   }
+}
+
+// With a projection: dW_hr = dh^T m over every packed row, one GEMM (a
+// fixed order: deterministic).
+inline void weights_proj(const Design& g, int l, int d, const Play& p) {
+  const Unit& u = g.unit(l, d);
+  p.ops->gemm(p.lane,
+              gemm_of(true, false, g.P, g.H, g.pack.total, p.b.arena + u.dh, g.P, p.b.arena + u.m,
+                      g.H, p.b.accumulate ? 1.0f : 0.0f, p.b.dw + u.w_hr, g.H));
 }
 
 inline void weights_bias(const Design& g, int l, int d, const Play& p) {
@@ -402,7 +450,7 @@ inline std::string unit_name(const char* phase, int l, int d) {
 inline std::string problem_name(const Design& g, const char* phase) {
   return "rnn " + std::string(to_string(g.params.cell)) + " " + phase + " L" + std::to_string(g.L) +
          " D" + std::to_string(g.D) + " T" + std::to_string(g.T) + " N" + std::to_string(g.N) +
-         " H" + std::to_string(g.H);
+         " H" + std::to_string(g.H) + (g.P > 0 ? " P" + std::to_string(g.P) : std::string());
 }
 
 inline std::string range_name(i64 s0, i64 s1) {
@@ -432,7 +480,7 @@ inline LanedGraph build_forward(const Design* gp) {
     out.add(g.input_lane(g.L * g.D - 1), "fwd zero y padding", {}, [gp](const void* v) {
       const Play& p = played(v);
       ZeroPaddingArgs a;
-      a.t = gp->tables, a.N = gp->N, a.width = gp->D * gp->H, a.y = p.b.y;
+      a.t = gp->tables, a.N = gp->N, a.width = gp->D * gp->HP, a.y = p.b.y;
       p.ops->zero_padding(p.lane, a, gp->T * gp->N * a.width);
     });
   for (int l = 0; l < g.L; ++l) {
@@ -536,6 +584,9 @@ inline LanedGraph build_backward_weights(const Design* gp) {
               [gp, l, d](const void* v) { weights_input(*gp, l, d, played(v)); });
       out.add(g.step_lane(k), unit_name("wgrad", l, d) + " dW_hh", {},
               [gp, l, d](const void* v) { weights_hidden(*gp, l, d, played(v)); });
+      if (g.P > 0)
+        out.add(g.input_lane(k), unit_name("wgrad", l, d) + " dW_hr", {},
+                [gp, l, d](const void* v) { weights_proj(*gp, l, d, played(v)); });
       if (g.unit(l, d).b_ih >= 0)
         out.add(g.step_lane(k), unit_name("wgrad", l, d) + " db", {},
                 [gp, l, d](const void* v) { weights_bias(*gp, l, d, played(v)); });

@@ -295,11 +295,17 @@ public:
   void forward_step(int, const ForwardStepArgs& a, i64 count) override {
     for (i64 i = 0; i < count; ++i) forward_step_element(a, i);
   }
+  void forward_proj(int, const ForwardStepArgs& a, i64 count) override {
+    for (i64 i = 0; i < count; ++i) forward_proj_element(a, i);
+  }
   void zero_padding(int, const ZeroPaddingArgs& a, i64 count) override {
     for (i64 i = 0; i < count; ++i) zero_padding_element(a, i);
   }
   void backward_step(int, const BackwardStepArgs& a, i64 count) override {
     for (i64 i = 0; i < count; ++i) backward_step_element(a, i);
+  }
+  void backward_proj(int, const BackwardStepArgs& a, i64 count) override {
+    for (i64 i = 0; i < count; ++i) backward_proj_element(a, i);
   }
   void state_out(int, const StateOutArgs& a, i64 count) override {
     for (i64 i = 0; i < count; ++i) state_out_element(a, i);
@@ -518,11 +524,11 @@ struct Case {
 };
 void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
 
-RnnParams params_of(RnnCell cell, int input, int hidden, int layers, bool bidirectional,
-                    bool bias) {
+RnnParams params_of(RnnCell cell, int input, int hidden, int layers, bool bidirectional, bool bias,
+                    int proj = 0) {
   RnnParams p;
   p.cell = cell, p.input_size = input, p.hidden_size = hidden, p.num_layers = layers;
-  p.bidirectional = bidirectional, p.bias = bias;
+  p.bidirectional = bidirectional, p.bias = bias, p.proj_size = proj;
   return p;
 }
 
@@ -552,6 +558,33 @@ std::vector<Case> cases() {
   return out;
 }
 
+// LSTM with a projection (proj_size < hidden_size, input_size != hidden_size).
+std::vector<Case> projected_cases() {
+  struct Row {
+    const char* name;
+    int layers;
+    bool bidirectional, bias;
+    i64 T;
+    std::vector<int> lengths;
+    int input, hidden, proj;
+  };
+  const Row rows[] = {
+      {"L1_T1_N1", 1, false, true, 1, {1}, 3, 5, 2},
+      {"L1_unsorted", 1, false, true, 7, {7, 5, 5, 2, 1, 1}, 3, 5, 3},
+      {"L1_bi_nobias_unsorted", 1, true, false, 8, {2, 7, 1, 5, 1, 5}, 4, 6, 2},
+      {"L2_equal", 2, false, true, 6, {6, 6, 6}, 5, 4, 3},
+      {"L2_bi_unsorted", 2, true, true, 7, {7, 5, 5, 2, 1, 1}, 2, 5, 3},
+      {"L2_bi_nobias_equal", 2, true, false, 4, {4, 4}, 3, 6, 1},
+  };
+  std::vector<Case> out;
+  for (const Row& r : rows)
+    out.push_back(
+        {std::string("lstm_proj_") + r.name,
+         params_of(RnnCell::Lstm, r.input, r.hidden, r.layers, r.bidirectional, r.bias, r.proj),
+         r.T, static_cast<i64>(r.lengths.size()), r.lengths});
+  return out;
+}
+
 struct Results {
   Floats y, hy, cy, dx, dh0, dc0, dw, dw_accumulated;
 };
@@ -561,14 +594,14 @@ struct Inputs {
 };
 
 Inputs inputs_of(const RnnProblem& p, std::uint64_t seed) {
-  const i64 D = p.directions(), H = p.hidden(), LD = p.params.num_layers * D;
+  const i64 D = p.directions(), H = p.hidden(), HP = p.hidden_out(), LD = p.params.num_layers * D;
   Inputs in;
   in.x = random(p.T * p.N * p.params.input_size, seed);
   in.w = random(rnn_weight_count(p.params), seed + 1, 0.5f);
-  in.h0 = random(LD * p.N * H, seed + 2);
+  in.h0 = random(LD * p.N * HP, seed + 2);
   in.c0 = random(LD * p.N * H, seed + 3);
-  in.dy = random(p.T * p.N * D * H, seed + 4);
-  in.dhy = random(LD * p.N * H, seed + 5);
+  in.dy = random(p.T * p.N * D * HP, seed + 4);
+  in.dhy = random(LD * p.N * HP, seed + 5);
   in.dcy = random(LD * p.N * H, seed + 6);
   in.dw_start = random(rnn_weight_count(p.params), seed + 7);
   return in;
@@ -601,14 +634,14 @@ Results run_engine(const RnnProblem& p, const Inputs& in, bool with_states, int 
   const LanedGraph forward = build_forward(&g), backward_data = build_backward_data(&g),
                    backward_weights = build_backward_weights(&g);
   const bool lstm = p.params.cell == RnnCell::Lstm;
-  const i64 D = p.directions(), H = p.hidden(), LD = p.params.num_layers * D;
+  const i64 D = p.directions(), H = p.hidden(), HP = p.hidden_out(), LD = p.params.num_layers * D;
   Floats arena(static_cast<std::size_t>(g.total_floats), kNaN);
   Results r;
-  r.y.assign(p.T * p.N * D * H, kNaN);
-  r.hy.assign(LD * p.N * H, kNaN);
+  r.y.assign(p.T * p.N * D * HP, kNaN);
+  r.hy.assign(LD * p.N * HP, kNaN);
   r.cy.assign(lstm ? LD * p.N * H : 0, kNaN);
   r.dx.assign(in.x.size(), kNaN);
-  r.dh0.assign(LD * p.N * H, kNaN);
+  r.dh0.assign(LD * p.N * HP, kNaN);
   r.dc0.assign(lstm ? LD * p.N * H : 0, kNaN);
   r.dw.assign(in.w.size(), kNaN);
   r.dw_accumulated = in.dw_start;
@@ -649,13 +682,13 @@ Results run_engine(const RnnProblem& p, const Inputs& in, bool with_states, int 
 
 Results run_reference(const RnnProblem& p, const Inputs& in, bool with_states) {
   const bool lstm = p.params.cell == RnnCell::Lstm;
-  const i64 D = p.directions(), H = p.hidden(), LD = p.params.num_layers * D;
+  const i64 D = p.directions(), H = p.hidden(), HP = p.hidden_out(), LD = p.params.num_layers * D;
   Results r;
-  r.y.assign(p.T * p.N * D * H, kNaN);
-  r.hy.assign(LD * p.N * H, kNaN);
+  r.y.assign(p.T * p.N * D * HP, kNaN);
+  r.hy.assign(LD * p.N * HP, kNaN);
   r.cy.assign(lstm ? LD * p.N * H : 0, kNaN);
   r.dx.assign(in.x.size(), kNaN);
-  r.dh0.assign(LD * p.N * H, kNaN);
+  r.dh0.assign(LD * p.N * HP, kNaN);
   r.dc0.assign(lstm ? LD * p.N * H : 0, kNaN);
   r.dw.assign(in.w.size(), kNaN);
   r.dw_accumulated = in.dw_start;
@@ -725,6 +758,8 @@ TEST_P(CudaRnnReplay, InterleavedLanesGiveTheBitsOfSequential) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rnn, CudaRnnReplay, ::testing::ValuesIn(cases()),
+                         [](const auto& param_info) { return param_info.param.name; });
+INSTANTIATE_TEST_SUITE_P(Projected, CudaRnnReplay, ::testing::ValuesIn(projected_cases()),
                          [](const auto& param_info) { return param_info.param.name; });
 
 // ---- variant 2: the persistent kernel ------------------------------------------------
@@ -901,6 +936,49 @@ TEST_P(CudaRnnPersistentReplay, MatchesTheReferenceAndTheBitsOfVariant1) {
 
 INSTANTIATE_TEST_SUITE_P(Rnn, CudaRnnPersistentReplay, ::testing::ValuesIn(cases()),
                          [](const auto& param_info) { return param_info.param.name; });
+
+// ---- the projection --------------------------------------------------------------
+
+// The projection's buffers: h, h0 and carry_h of P columns, m and dh kept
+// per packed row, the next layer reading D * P columns, dW_hr after dW_hh.
+TEST(CudaRnnProjection, TheDesignCarvesTheProjectedBuffersAndTheGraphAddsDwHr) {
+  const std::vector<Case> all = projected_cases();
+  const auto it = std::find_if(all.begin(), all.end(),
+                               [](const Case& c) { return c.name == "lstm_proj_L2_bi_unsorted"; });
+  ASSERT_NE(it, all.end());
+  const RnnProblem p = problem_of(*it);
+  const std::unique_ptr<Design> design = make_design(p);
+  const Design& g = *design;
+  EXPECT_EQ(g.P, 3);
+  EXPECT_EQ(g.HP, 3);
+  for (const Unit& u : g.units) {
+    EXPECT_GE(u.w_hr, 0);
+    EXPECT_GE(u.m, 0);
+    EXPECT_GE(u.dh, 0);
+    EXPECT_GE(u.dm, 0);
+  }
+  EXPECT_EQ(g.unit(1, 0).in, 2 * 3);
+  EXPECT_EQ(g.unit(1, 1).in, 2 * 3);
+  // The buffers of each unit, in carve order, do not overlap.
+  const i64 R = g.pack.total;
+  const Unit& u = g.unit(0, 0);
+  EXPECT_GE(u.c - u.h, R * 3);
+  EXPECT_GE(u.m - u.c, R * 5);
+  EXPECT_GE(u.h0 - u.m, R * 5);
+  EXPECT_GE(u.c0 - u.h0, p.N * 3);
+  EXPECT_GE(u.carry_c - u.carry_h, p.N * 3);
+  EXPECT_GE(u.dh - u.carry_c, p.N * 5);
+  EXPECT_GE(u.dm - u.dh, R * 3);
+  EXPECT_LE(g.unit(1, 1).dm + p.N * 5, g.total_floats);
+  const LanedGraph weights = build_backward_weights(&g);
+  int dw_hr = 0;
+  for (std::int32_t n = 0; n < weights.graph.size(); ++n)
+    if (weights.graph.node_name(n).find("dW_hr") != std::string::npos) ++dw_hr;
+  EXPECT_EQ(dw_hr, g.L * g.D);
+  // Variant 2 keeps declining a projection.
+  const PersistentFit fit = persistent_fit(RnnCell::Lstm, g.H, g.N, g.D, g.P, 232448, 132);
+  EXPECT_TRUE(mentions(fit.reason, {"proj_size", "3"})) << fit.reason;
+}
 
 }  // namespace
 }  // namespace dlrt::detail::cuda_rnn
