@@ -6,6 +6,7 @@
 // row-major output order: no races, and max pooling's float sums come out in
 // the order the other engines use.
 #include <algorithm>
+#include <vector>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -180,9 +181,32 @@ void for_each_max(const Pool2dGeometry& g, const Interior& interior, const float
   for_each_window(g, interior, one, kMaxBlock, block);
 }
 
+// The divisor of an average: the padded area, or the number of input elements.
+template <PoolMode kMode>
+inline i64 average_count(const Rows& rows, i64 w0, i64 w1, i64 padded_w) {
+  return kMode == PoolMode::AverageIncludePad ? rows.padded * padded_w
+                                              : (rows.end - rows.begin) * (w1 - w0);
+}
+
+// Averages sum a window's rows column by column first (window_h + window_w
+// adds per output, the first of them over whole rows, vectorised, instead
+// of window_h * window_w), when a row holds several windows that do not
+// skip columns: otherwise the whole rows cost more than the windows.
+inline bool sums_columns_first(const Pool2dGeometry& g) {
+  return g.Q > 1 && g.stride_w <= g.window_w;
+}
+
+// A row of W floats per thread, kept between calls.
+inline float* row_scratch(i64 width) {
+  thread_local std::vector<float> scratch;
+  if (scratch.size() < static_cast<std::size_t>(width))
+    scratch.resize(static_cast<std::size_t>(width));
+  return scratch.data();
+}
+
 template <PoolMode kMode>
 void forward_row(const Pool2dGeometry& g, const Interior& interior, const float* in, i64 p,
-                 float* y_row, std::int32_t* indices_row) {
+                 float* y_row, std::int32_t* indices_row, float* column) {
   const Rows rows = window_rows(g, p);
   if constexpr (kMode == PoolMode::Max) {
     if (indices_row)
@@ -193,6 +217,19 @@ void forward_row(const Pool2dGeometry& g, const Interior& interior, const float*
     else
       for_each_max<false>(g, interior, in, rows,
                           [&](i64 q, float value, i64) { y_row[q] = value; });
+  } else if (column != nullptr) {
+    // The window rows' column sums in one pass over the row (it vectorises),
+    // then each window adds window_w of them.
+    std::fill_n(column, g.W, 0.0f);
+    for (i64 h = rows.begin; h < rows.end; ++h) {
+      const float* row = in + h * g.W;
+      for (i64 c = 0; c < g.W; ++c) column[c] += row[c];
+    }
+    for_each_window(g, interior, [&](i64 q, i64 w0, i64 w1, i64 padded_w) {
+      float sum = 0.0f;
+      for (i64 c = w0; c < w1; ++c) sum += column[c];
+      y_row[q] = sum / static_cast<float>(average_count<kMode>(rows, w0, w1, padded_w));
+    });
   } else {
     for_each_window(g, interior, [&](i64 q, i64 w0, i64 w1, i64 padded_w) {
       float sum = 0.0f;
@@ -200,10 +237,7 @@ void forward_row(const Pool2dGeometry& g, const Interior& interior, const float*
         const float* row = in + h * g.W;
         for (i64 c = w0; c < w1; ++c) sum += row[c];
       }
-      // y = sum / count, count = the padded area or the number of input elements.
-      const i64 count = kMode == PoolMode::AverageIncludePad ? rows.padded * padded_w
-                                                             : (rows.end - rows.begin) * (w1 - w0);
-      y_row[q] = sum / static_cast<float>(count);
+      y_row[q] = sum / static_cast<float>(average_count<kMode>(rows, w0, w1, padded_w));
     });
   }
 }
@@ -214,10 +248,12 @@ void forward_all(const Pool2dGeometry& g, const float* x, float* y, std::int32_t
   const i64 rows = g.planes() * g.P;
   parallel_for(0, rows, grain_for(ns_per_output(g) * static_cast<double>(g.Q)),
                [&](i64 r0, i64 r1) {
+                 float* column =
+                     kMode != PoolMode::Max && sums_columns_first(g) ? row_scratch(g.W) : nullptr;
                  for (i64 r = r0; r < r1; ++r) {
                    const i64 plane = r / g.P, p = r % g.P;
                    forward_row<kMode>(g, interior, x + plane * g.x_plane(), p, y + r * g.Q,
-                                      indices ? indices + r * g.Q : nullptr);
+                                      indices ? indices + r * g.Q : nullptr, column);
                  }
                });
 }
@@ -243,18 +279,33 @@ void backward_max_plane(const Pool2dGeometry& g, const Interior& interior, const
   }
 }
 
-// dx[h, w] += dy[p, q] / count(p, q) over the window of every (p, q).
+// dx[h, w] += dy[p, q] / count(p, q) over the window of every (p, q); with
+// a column (a row of scratch), the shares summed per column first.
 template <PoolMode kMode>
 void backward_average_plane(const Pool2dGeometry& g, const Interior& interior, const float* dy,
-                            float* dx) {
+                            float* dx, float* column) {
   std::fill_n(dx, g.x_plane(), 0.0f);
   for (i64 p = 0; p < g.P; ++p) {
     const Rows rows = window_rows(g, p);
     const float* dy_row = dy + p * g.Q;
+    if (column != nullptr) {
+      // The output row's shares summed per input column first, then added
+      // to each of the window's rows in one pass over the row (it vectorises).
+      std::fill_n(column, g.W, 0.0f);
+      for_each_window(g, interior, [&](i64 q, i64 w0, i64 w1, i64 padded_w) {
+        const float share =
+            dy_row[q] / static_cast<float>(average_count<kMode>(rows, w0, w1, padded_w));
+        for (i64 c = w0; c < w1; ++c) column[c] += share;
+      });
+      for (i64 h = rows.begin; h < rows.end; ++h) {
+        float* row = dx + h * g.W;
+        for (i64 c = 0; c < g.W; ++c) row[c] += column[c];
+      }
+      continue;
+    }
     for_each_window(g, interior, [&](i64 q, i64 w0, i64 w1, i64 padded_w) {
-      const i64 count = kMode == PoolMode::AverageIncludePad ? rows.padded * padded_w
-                                                             : (rows.end - rows.begin) * (w1 - w0);
-      const float share = dy_row[q] / static_cast<float>(count);
+      const float share =
+          dy_row[q] / static_cast<float>(average_count<kMode>(rows, w0, w1, padded_w));
       for (i64 h = rows.begin; h < rows.end; ++h) {
         float* row = dx + h * g.W;
         for (i64 c = w0; c < w1; ++c) row[c] += share;
@@ -280,6 +331,7 @@ void backward(const Pool2dGeometry& g, const float* dy, float* dx, const std::in
   const double ns_per_plane =
       ns_per_output(g) * static_cast<double>(g.y_plane()) + static_cast<double>(g.x_plane());
   parallel_for(0, g.planes(), grain_for(ns_per_plane), [&](i64 plane0, i64 plane1) {
+    float* column = g.mode != PoolMode::Max && sums_columns_first(g) ? row_scratch(g.W) : nullptr;
     for (i64 plane = plane0; plane < plane1; ++plane) {
       const float* dy_plane = dy + plane * g.y_plane();
       float* dx_plane = dx + plane * g.x_plane();
@@ -290,10 +342,12 @@ void backward(const Pool2dGeometry& g, const float* dy, float* dx, const std::in
                              indices ? nullptr : x + plane * g.x_plane());
           break;
         case PoolMode::AverageIncludePad:
-          backward_average_plane<PoolMode::AverageIncludePad>(g, interior, dy_plane, dx_plane);
+          backward_average_plane<PoolMode::AverageIncludePad>(g, interior, dy_plane, dx_plane,
+                                                              column);
           break;
         case PoolMode::AverageExcludePad:
-          backward_average_plane<PoolMode::AverageExcludePad>(g, interior, dy_plane, dx_plane);
+          backward_average_plane<PoolMode::AverageExcludePad>(g, interior, dy_plane, dx_plane,
+                                                              column);
           break;
       }
     }

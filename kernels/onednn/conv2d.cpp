@@ -1,8 +1,8 @@
 // The Onednn convolution engine: oneDNN's direct convolution primitives
 // (forward, backward data, backward weights; a sum reduction for the bias
 // gradient) on its blocked layouts, with reorders from and to dlrt's NCHW
-// and KCRS. Each problem is cut along the batch into one piece per thread
-// (onednn_support.hpp says why); backward weights and bias sum the pieces'
+// and KCRS. Each problem is cut along the batch into pieces (onednn_support.hpp
+// says why, piece_count how many); backward weights and bias sum the pieces'
 // partial gradients in piece order.
 #include <algorithm>
 #include <cstring>
@@ -287,6 +287,27 @@ PieceKernel make_piece_kernel(Conv2dOp op, const Conv2dGeometry& g, i64 n) {
 // GEMM with no unfolding) by 1.3-2.6x and backward data with 3 input
 // channels by 2.7x. Problems under 10 MFLOP stay on Cpu: the reorders to
 // and from the blocked layouts are not worth it there.
+// Pieces per problem: up to four per thread, so that a thread sharing its
+// core with another process takes fewer of them (parallel_tasks hands them
+// out as threads come free) instead of holding the op for its half. Backward
+// weights and bias pay for each piece beyond one with a partial gradient to
+// sum, about 0.3 ns per element (the sum's grain below), so they take more
+// pieces than threads only while those sums stay under 1% of the
+// convolution's own time (about 0.02 ns per FLOP on one core).
+constexpr int kPiecesPerThread = 4;
+int piece_count(const Conv2dProblem& p) {
+  const Conv2dGeometry& g = p.g;
+  const int threads = std::max(1, p.threads);
+  i64 pieces = std::min<i64>(g.N, i64{kPiecesPerThread} * threads);
+  if (p.op == Conv2dOp::BackwardFilter || p.op == Conv2dOp::BackwardBias) {
+    const double partial = static_cast<double>(
+        p.op == Conv2dOp::BackwardBias ? g.K : static_cast<i64>(g.w_elements()));
+    const double affordable = 0.01 * 0.02 * g.flops() / (0.3 * partial);
+    pieces = std::min<i64>(pieces, std::max<i64>(threads, static_cast<i64>(affordable)));
+  }
+  return static_cast<int>(pieces);
+}
+
 std::string prefer_cpu(const Conv2dProblem& p) {
   const Conv2dGeometry& g = p.g;
   if (g.flops() < 1e7) return "under 10 MFLOP the Cpu engine is faster (no layout reorders)";
@@ -298,6 +319,13 @@ std::string prefer_cpu(const Conv2dProblem& p) {
       if (g.c_per_group() < 16) return "oneDNN's backward data is slow for under 16 input channels";
       return {};
     case Conv2dOp::BackwardFilter:
+      // Measured on ResNet-50's stage 4 (docs/results/2026-12-03-onednn-conv-auto.md):
+      // onto 7x7 planes the Cpu engine's one GEMM over N*P*Q is 1.2-2x faster for 3x3 and
+      // strided 1x1 filters; a widening 1x1 (K > C) stays 1.1x faster on oneDNN.
+      if (g.P * g.Q <= 49 &&
+          !(g.R == 1 && g.S == 1 && g.stride_h == 1 && g.stride_w == 1 && g.K > g.C))
+        return "onto output planes of at most 7x7 the Cpu engine's backward filter (one GEMM "
+               "over the batch) is faster";
       return {};
     case Conv2dOp::BackwardBias:
       return "the bias gradient is a memory-bound sum, as fast on the Cpu engine";
@@ -314,7 +342,7 @@ public:
     if (p.variant != 0) return Result::no(no_kernel_variants(engine(), p.variant));
     const Conv2dGeometry& g = p.g;
     onednn::use_one_openmp_thread();
-    std::vector<Piece> pieces = onednn::cut(g.N, std::max(1, p.threads));
+    std::vector<Piece> pieces = onednn::cut(g.N, piece_count(p));
     std::map<i64, PieceKernel> kernels;
     try {
       for (const Piece& piece : pieces)
