@@ -732,13 +732,17 @@ bool same_bits(const Results& a, const Results& b) {
          test::bitwise_equal(a.dw, b.dw) && test::bitwise_equal(a.dw_accumulated, b.dw_accumulated);
 }
 
+// The reduction length for the tolerance: the steps times the widest sum.
+i64 reduction_length(const RnnProblem& p) {
+  return p.T * std::max<i64>(
+                   {p.params.input_size, p.directions() * p.hidden(), p.gates() * p.hidden(), p.N});
+}
+
 class CudaRnnReplay : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CudaRnnReplay, TheEngineReplayedOnTheHostMatchesTheReference) {
   const RnnProblem p = problem_of(GetParam());
-  // The reduction length for the tolerance: the steps times the widest sum.
-  const i64 length = p.T * std::max<i64>({p.params.input_size, p.directions() * p.hidden(),
-                                          p.gates() * p.hidden(), p.N});
+  const i64 length = reduction_length(p);
   for (bool with_states : {true, false}) {
     SCOPED_TRACE(with_states ? "with h0, c0, dhy, dcy" : "without them (zeros)");
     const Inputs in = inputs_of(p, with_states ? 100 : 200);
@@ -896,8 +900,7 @@ class CudaRnnPersistentReplay : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CudaRnnPersistentReplay, MatchesTheReferenceAndTheBitsOfVariant1) {
   const RnnProblem p = problem_of(GetParam());
-  const i64 length = p.T * std::max<i64>({p.params.input_size, p.directions() * p.hidden(),
-                                          p.gates() * p.hidden(), p.N});
+  const i64 length = reduction_length(p);
   for (bool with_states : {true, false}) {
     SCOPED_TRACE(with_states ? "with h0, c0, dhy, dcy" : "without them (zeros)");
     const Inputs in = inputs_of(p, with_states ? 400 : 500);
