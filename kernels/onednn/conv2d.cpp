@@ -279,26 +279,15 @@ PieceKernel make_piece_kernel(Conv2dOp op, const Conv2dGeometry& g, i64 n) {
   return k;
 }
 
-// Auto's rule between this engine and Cpu, from dlrt_bench_conv on the
-// ResNet-50 table at batch 32 on a 2-core AVX-512 machine (docs/results/
-// 2026-12-02-onednn-conv.md): oneDNN's blocked kernels win 3x3 and 7x7
-// forward by 1.3x, backward data by 1.4-1.8x and backward weights by
-// 1.2-2.8x, but lose the 1x1 forward convolutions (where Cpu runs one
-// GEMM with no unfolding) by 1.3-2.6x and backward data with 3 input
-// channels by 2.7x. Problems under 10 MFLOP stay on Cpu: the reorders to
-// and from the blocked layouts are not worth it there.
-// Pieces per problem: up to four per thread, so that a thread sharing its
-// core with another process takes fewer of them (parallel_tasks hands them
-// out as threads come free) instead of holding the op for its half. Backward
+// Pieces per problem: up to onednn::kPiecesPerThread per thread. Backward
 // weights and bias pay for each piece beyond one with a partial gradient to
 // sum, about 0.3 ns per element (the sum's grain below), so they take more
 // pieces than threads only while those sums stay under 1% of the
 // convolution's own time (about 0.02 ns per FLOP on one core).
-constexpr int kPiecesPerThread = 4;
 int piece_count(const Conv2dProblem& p) {
   const Conv2dGeometry& g = p.g;
   const int threads = std::max(1, p.threads);
-  i64 pieces = std::min<i64>(g.N, i64{kPiecesPerThread} * threads);
+  i64 pieces = std::min<i64>(g.N, i64{onednn::kPiecesPerThread} * threads);
   if (p.op == Conv2dOp::BackwardFilter || p.op == Conv2dOp::BackwardBias) {
     const double partial = static_cast<double>(
         p.op == Conv2dOp::BackwardBias ? g.K : static_cast<i64>(g.w_elements()));
@@ -308,6 +297,14 @@ int piece_count(const Conv2dProblem& p) {
   return static_cast<int>(pieces);
 }
 
+// Auto's rule between this engine and Cpu, from dlrt_bench_conv on the
+// ResNet-50 table at batch 32 on a 2-core AVX-512 machine (docs/results/
+// 2026-12-02-onednn-conv.md): oneDNN's blocked kernels win 3x3 and 7x7
+// forward by 1.3x, backward data by 1.4-1.8x and backward weights by
+// 1.2-2.8x, but lose the 1x1 forward convolutions (where Cpu runs one
+// GEMM with no unfolding) by 1.3-2.6x and backward data with 3 input
+// channels by 2.7x. Problems under 10 MFLOP stay on Cpu: the reorders to
+// and from the blocked layouts are not worth it there.
 std::string prefer_cpu(const Conv2dProblem& p) {
   const Conv2dGeometry& g = p.g;
   if (g.flops() < 1e7) return "under 10 MFLOP the Cpu engine is faster (no layout reorders)";

@@ -34,6 +34,12 @@ struct Piece {
 };
 std::vector<Piece> cut(std::int64_t n, int pieces);
 
+// The most pieces per thread a problem is cut into: enough that a thread
+// sharing its core with another process takes fewer of them (parallel_tasks
+// hands them out as threads come free) instead of holding the op for its
+// share, few enough that each piece's primitive call stays cheap.
+inline constexpr int kPiecesPerThread = 4;
+
 // Bump allocation of 64-byte-aligned slices of one workspace.
 class Carver {
 public:

@@ -159,11 +159,10 @@ private:
 // hands them out as threads come free). Under 256 KB of input one run: the
 // call costs more than the threads would save.
 constexpr i64 kPieceElements = i64{1} << 16;
-constexpr int kPiecesPerThread = 4;
 constexpr i64 kSmallElements = 8192;
 int piece_count(const Pool2dGeometry& g, int threads) {
   const i64 by_size = std::max<i64>(1, g.x_elements() / kPieceElements);
-  const i64 most = i64{kPiecesPerThread} * std::max(1, threads);
+  const i64 most = i64{onednn::kPiecesPerThread} * std::max(1, threads);
   return static_cast<int>(std::min({by_size, most, g.planes()}));
 }
 
