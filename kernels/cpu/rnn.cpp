@@ -17,13 +17,14 @@
 // thread, so every executor gives the same bits.
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/gemm.hpp"
-#include "kernels/cpu/gemm_small.hpp"
+#include "kernels/cpu/gemm_packed.hpp"
 #include "kernels/cpu/rnn_cells.hpp"
 #include "runtime/allocator.hpp"
 #include "runtime/parallel.hpp"
@@ -52,10 +53,24 @@ constexpr i64 kWeightPieces = 4;
 
 using Packing = RnnPacking;
 
+// A recurrent weight matrix op(B)[K, N] packed into panels for
+// gemm_packed, once per play: every step and piece reuses it.
+struct PackedWeight {
+  i64 at = -1;     // the panels' offset in the arena; -1: not used
+  i64 source = 0;  // the matrix's offset in the weights
+  i64 N = 0, K = 0, ld = 0;
+  Trans trans = Trans::Yes;
+  i64 panels() const { return (N + cpu::kPackedPanel - 1) / cpu::kPackedPanel; }
+};
+
 // Offsets (in floats) of one layer and direction's weights and buffers.
 struct Unit {
   i64 in = 0;  // the layer's input width
   i64 w_ih = 0, w_hh = 0, b_ih = -1, b_hh = -1, w_hr = -1;
+  // Forward: h W_hh^T (GRU: its r and z rows; hn its n rows), m W_hr^T.
+  PackedWeight hh, hn, hr;
+  // Backward: dG W_hh and dh W_hr.
+  PackedWeight hh_back, hr_back;
   // forward buffers (packed rows)
   i64 xp = 0, gates = 0, gru = -1, h = 0, c = -1, m = -1, h0 = 0, c0 = -1;
   // backward buffers
@@ -124,7 +139,18 @@ struct Design {
     };
     const i64 R = pack.total;
     const bool lstm = params.cell == RnnCell::Lstm, gru = params.cell == RnnCell::Gru;
+    auto packed = [&](PackedWeight& w, i64 source, i64 N_, i64 K_, i64 ld, Trans trans) {
+      w.source = source, w.N = N_, w.K = K_, w.ld = ld, w.trans = trans;
+      w.at = carve(cpu::packed_floats(N_, K_));
+    };
     for (Unit& u : units) {
+      if (gru) {
+        packed(u.hh, u.w_hh, 2 * H, Hout, Hout, Trans::Yes);
+        packed(u.hn, u.w_hh + 2 * H * Hout, H, Hout, Hout, Trans::Yes);
+      } else {
+        packed(u.hh, u.w_hh, GH, Hout, Hout, Trans::Yes);
+      }
+      if (P > 0) packed(u.hr, u.w_hr, P, H, H, Trans::Yes);
       u.xp = carve(R * u.in);
       u.gates = carve(R * GH);
       if (gru) u.gru = carve(R * 4 * H);
@@ -138,6 +164,8 @@ struct Design {
     for (int l = 0; l + 1 < L; ++l) layer_output[l] = carve(T * N * D * Hout);
     forward_floats = next;
     for (Unit& u : units) {
+      packed(u.hh_back, u.w_hh, Hout, GH, Hout, Trans::No);
+      if (P > 0) packed(u.hr_back, u.w_hr, H, P, H, Trans::No);
       u.dgates = carve(R * GH);
       if (gru) u.dhidden = carve(R * GH);
       u.dxp = carve(R * u.in);
@@ -169,21 +197,22 @@ struct Design {
   }
 };
 
-// The recurrent products of one piece: few rows against the whole weight
-// matrix. Which kernel runs depends on the shape alone (fixed in the plan).
-void recurrent_nt(i64 M, i64 N, i64 K, const float* A, i64 lda, const float* B, i64 ldb, float beta,
-                  float* C, i64 ldc) {
-  if (M <= cpu::kSmallGemmMaxRows)
-    cpu::gemm_small_nt(M, N, K, A, lda, B, ldb, beta, C, ldc);
-  else
-    cpu::gemm_serial(Trans::No, Trans::Yes, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+// The recurrent product of one piece: C[rows, w.N] = A[rows, w.K] op(W)
+// + beta C, against the panels packed at the start of the play.
+void recurrent(const PackedWeight& w, i64 rows, const float* A, i64 lda, float beta, float* C,
+               i64 ldc, const Bindings& b) {
+  cpu::gemm_packed(rows, w.N, w.K, A, lda, b.arena + w.at, beta, C, ldc);
 }
-void recurrent_nn(i64 M, i64 N, i64 K, const float* A, i64 lda, const float* B, i64 ldb, float beta,
-                  float* C, i64 ldc) {
-  if (M <= cpu::kSmallGemmMaxRows)
-    cpu::gemm_small_nn(M, N, K, A, lda, B, ldb, beta, C, ldc);
-  else
-    cpu::gemm_serial(Trans::No, Trans::No, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+
+// Panels [begin, end) of every matrix in `weights`, each matrix's range
+// scaled to its own panel count: a phase's packing cut into nodes.
+void pack_weights(std::initializer_list<const PackedWeight*> weights, i64 piece, i64 pieces,
+                  const Bindings& b) {
+  for (const PackedWeight* w : weights) {
+    if (w->at < 0) continue;
+    const i64 begin = w->panels() * piece / pieces, end = w->panels() * (piece + 1) / pieces;
+    cpu::pack_panels(w->trans, w->N, w->K, b.w + w->source, w->ld, begin, end, b.arena + w->at);
+  }
 }
 
 // ---- forward nodes -----------------------------------------------------------
@@ -248,12 +277,10 @@ void forward_step(const Design& g, int l, int d, i64 s, i64 p, const Bindings& b
       s == 0 ? arena + u.h0 + n0 * Hout : arena + u.h + (pk.offset[s - 1] + n0) * Hout;
   float* gates = arena + u.gates + row0 * GH;
   float* h = arena + u.h + row0 * Hout;
-  const float* w_hh = b.w + u.w_hh;
   if (cell == RnnCell::Gru) {
     float* saved = arena + u.gru + row0 * 4 * H;
-    recurrent_nt(rows, 2 * H, Hout, h_prev, Hout, w_hh, Hout, 1.0f, gates, GH);
-    recurrent_nt(rows, H, Hout, h_prev, Hout, w_hh + 2 * H * Hout, Hout, 0.0f, saved + 3 * H,
-                 4 * H);
+    recurrent(u.hh, rows, h_prev, Hout, 1.0f, gates, GH, b);
+    recurrent(u.hn, rows, h_prev, Hout, 0.0f, saved + 3 * H, 4 * H, b);
     for (i64 r = 0; r < rows; ++r) {
       float* hn = saved + r * 4 * H + 3 * H;
       if (u.b_hh >= 0)
@@ -262,7 +289,7 @@ void forward_step(const Design& g, int l, int d, i64 s, i64 p, const Bindings& b
                            saved + r * 4 * H);
     }
   } else {
-    recurrent_nt(rows, GH, Hout, h_prev, Hout, w_hh, Hout, 1.0f, gates, GH);
+    recurrent(u.hh, rows, h_prev, Hout, 1.0f, gates, GH, b);
     if (lstm) {
       const float* c_prev =
           s == 0 ? arena + u.c0 + n0 * H : arena + u.c + (pk.offset[s - 1] + n0) * H;
@@ -270,7 +297,7 @@ void forward_step(const Design& g, int l, int d, i64 s, i64 p, const Bindings& b
       float* m = g.P > 0 ? arena + u.m + row0 * H : h;
       for (i64 r = 0; r < rows; ++r)
         cpu::lstm_forward_row(H, gates + r * GH, c_prev + r * H, c + r * H, m + r * H);
-      if (g.P > 0) recurrent_nt(rows, g.P, H, m, H, b.w + u.w_hr, H, 0.0f, h, g.P);
+      if (g.P > 0) recurrent(u.hr, rows, m, H, 0.0f, h, g.P, b);
     } else {
       const bool relu = cell == RnnCell::Relu;
       for (i64 r = 0; r < rows; ++r) cpu::vanilla_forward_row(H, relu, gates + r * GH, h + r * H);
@@ -352,13 +379,12 @@ void backward_step(const Design& g, int l, int d, i64 s, i64 p, const Bindings& 
       s == 0 ? arena + u.h0 + n0 * Hout : arena + u.h + (pk.offset[s - 1] + n0) * Hout;
   float* dgates = arena + u.dgates + row0 * GH;
   const float* dhidden = dgates;
-  const float* w_hh = b.w + u.w_hh;
   float beta = 0.0f;
   if (lstm) {
     const float* dm = dh;
     if (g.P > 0) {
       float* dmp = arena + u.dm + row0 * H;
-      recurrent_nn(rows, H, g.P, dh, g.P, b.w + u.w_hr, H, 0.0f, dmp, H);
+      recurrent(u.hr_back, rows, dh, g.P, 0.0f, dmp, H, b);
       dm = dmp;
     }
     const float* c_prev =
@@ -382,7 +408,7 @@ void backward_step(const Design& g, int l, int d, i64 s, i64 p, const Bindings& 
     for (i64 r = 0; r < rows; ++r)
       cpu::vanilla_backward_row(H, relu, h + r * H, dh + r * H, dgates + r * GH);
   }
-  recurrent_nn(rows, Hout, GH, dhidden, GH, w_hh, Hout, beta, carry_h + n0 * Hout, Hout);
+  recurrent(u.hh_back, rows, dhidden, GH, beta, carry_h + n0 * Hout, Hout, b);
   if (s != 0) return;
   for (i64 n = n0; n < n1; ++n) {
     if (b.dh0)
@@ -460,11 +486,18 @@ void weights_hidden(const Design& g, int l, int d, i64 j0, i64 j1, const Binding
 void weights_bias(const Design& g, int l, int d, i64 j0, i64 j1, const Bindings& b) {
   const Unit& u = g.unit(l, d);
   const i64 R = g.pack.total, GH = g.GH;
+  // Rows outer, so that the rows stream once; each column still sums in
+  // row order.
+  std::vector<double> sums(static_cast<std::size_t>(j1 - j0));
   auto column_sums = [&](const float* src, float* dst) {
+    std::fill(sums.begin(), sums.end(), 0.0);
+    for (i64 r = 0; r < R; ++r) {
+      const float* row = src + r * GH + j0;
+      for (i64 j = 0; j < j1 - j0; ++j) sums[j] += row[j];
+    }
     for (i64 j = j0; j < j1; ++j) {
-      double sum = 0.0;
-      for (i64 r = 0; r < R; ++r) sum += src[r * GH + j];
-      dst[j] = b.accumulate ? dst[j] + static_cast<float>(sum) : static_cast<float>(sum);
+      const float sum = static_cast<float>(sums[j - j0]);
+      dst[j] = b.accumulate ? dst[j] + sum : sum;
     }
   };
   column_sums(b.arena + u.dgates, b.dw + u.b_ih);
@@ -517,6 +550,30 @@ void depend_on_steps(const Design& g, const std::vector<std::int32_t>& chain, i6
   }
 }
 
+// The nodes packing one layer and direction's recurrent weights for a
+// phase, cut by panels into (at most) two so that packing a large W_hh
+// runs on both threads while the first input chunk is projected.
+std::vector<std::int32_t> add_pack_nodes(TaskGraph& graph, const Design* g, const char* phase,
+                                         int l, int d, bool backward) {
+  constexpr i64 kPackPieces = 2;
+  const Unit& u = g->unit(l, d);
+  const i64 pieces = std::min(kPackPieces, backward ? u.hh_back.panels() : u.hh.panels());
+  std::vector<std::int32_t> nodes;
+  for (i64 piece = 0; piece < pieces; ++piece) {
+    std::string name = unit_name(phase, l, d);
+    name.append(" pack W").append(std::to_string(piece));
+    nodes.push_back(
+        graph.add(std::move(name), {}, [g, l, d, piece, pieces, backward](const void* b) {
+          const Unit& unit = g->unit(l, d);
+          if (backward)
+            pack_weights({&unit.hh_back, &unit.hr_back}, piece, pieces, bound(b));
+          else
+            pack_weights({&unit.hh, &unit.hn, &unit.hr}, piece, pieces, bound(b));
+        }));
+  }
+  return nodes;
+}
+
 TaskGraph build_forward(const Design* g) {
   TaskGraph graph(problem_name(*g, "forward"));
   const Design& G = *g;
@@ -529,6 +586,7 @@ TaskGraph build_forward(const Design* g) {
   for (int l = 0; l < G.L; ++l)
     for (int d = 0; d < G.D; ++d) {
       const int k = l * G.D + d;
+      const std::vector<std::int32_t> packs = add_pack_nodes(graph, g, "fwd", l, d, false);
       std::vector<std::int32_t> inputs;
       for (i64 c = 0; c < G.chunks(); ++c) {
         const i64 s0 = c * G.chunk_steps, s1 = std::min(G.pack.steps, s0 + G.chunk_steps);
@@ -551,7 +609,10 @@ TaskGraph build_forward(const Design* g) {
         for (i64 p = 0; p < G.pieces; ++p) {
           if (!G.piece_active(p, s)) continue;
           std::vector<std::int32_t> deps{inputs[G.chunk_of(s)]};
-          if (s > 0) deps.push_back(steps[k][(s - 1) * G.pieces + p]);
+          if (s > 0)
+            deps.push_back(steps[k][(s - 1) * G.pieces + p]);
+          else
+            deps.insert(deps.end(), packs.begin(), packs.end());
           std::string name = unit_name("fwd", l, d);
           name.append(" t=").append(std::to_string(s)).append(" p").append(std::to_string(p));
           steps[k][s * G.pieces + p] =
@@ -570,11 +631,15 @@ TaskGraph build_backward_data(const Design* g) {
   for (int l = G.L - 1; l >= 0; --l) {
     for (int d = 0; d < G.D; ++d) {
       const int k = l * G.D + d;
+      const std::vector<std::int32_t> packs = add_pack_nodes(graph, g, "bwd", l, d, true);
       for (i64 s = G.pack.steps - 1; s >= 0; --s)
         for (i64 p = 0; p < G.pieces; ++p) {
           if (!G.piece_active(p, s)) continue;
           std::vector<std::int32_t> deps;
-          if (G.piece_active(p, s + 1)) deps.push_back(steps[k][(s + 1) * G.pieces + p]);
+          if (G.piece_active(p, s + 1))
+            deps.push_back(steps[k][(s + 1) * G.pieces + p]);
+          else
+            deps.insert(deps.end(), packs.begin(), packs.end());
           if (l + 1 < G.L) {
             // The layer above's dx: the same direction's chunk holding step
             // s, and every chunk of the other direction up to step T-1-s.
