@@ -12,6 +12,8 @@
 // Sequential and CpuTasks; Cuda: CudaStreams and CudaGraph), so that the
 // report shows what playing independent nodes at once buys; the others
 // (Reference, Cudnn) run with Executor::Default.
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -76,6 +78,49 @@ double forward_flop_of(const dlrt::RnnParams& p, std::int64_t T, std::int64_t N)
 
 double flop_of(const RnnCase& c, Phase phase) {
   return phase == Phase::Forward ? c.forward_flop : 3.0 * c.forward_flop;
+}
+
+// The GEMM floor of a case on the CPU: its forward's multiply-adds as one
+// large product, y[T*N, G*H] = x[T*N, K] w[G*H, K]^T, K chosen so that the
+// FLOPs are the forward's (every layer and direction's input and recurrent
+// columns side by side), on the Cpu engine's linear ops over the same
+// threads; training adds the backward-data and backward-weights products
+// of that size. The least of five timed calls after a warm-up, once per case
+// and phase. A recurrence cannot beat it: its steps are smaller products
+// in sequence.
+double gemm_floor_seconds(const RnnCase& c, Phase phase) {
+  static std::map<std::string, double> cache;
+  const std::string key = c.table + "/" + c.label + "/" + phase_name(phase);
+  const auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  dlrt::Context& ctx = dlrt_bench::context_for(Engine::Cpu);
+  const std::int64_t rows = c.T * c.N;
+  const std::int64_t GH = std::int64_t{dlrt::rnn_gate_count(c.params.cell)} * c.params.hidden_size;
+  const std::int64_t K =
+      std::max<std::int64_t>(1, std::llround(c.forward_flop / (2.0 * double(rows) * double(GH))));
+  const std::uint64_t seed = std::hash<std::string>{}(key);
+  const Tensor x = dlrt_bench::random_tensor(Shape{rows, K}, ctx.device(), seed + 1);
+  const Tensor w = dlrt_bench::random_tensor(Shape{GH, K}, ctx.device(), seed + 2);
+  Tensor y(Shape{rows, GH}, ctx.device()), dx(Shape{rows, K}, ctx.device()),
+      dw(Shape{GH, K}, ctx.device());
+  auto call = [&] {
+    dlrt::linear_forward(ctx, x, w, nullptr, y, Engine::Cpu);
+    if (phase == Phase::Training) {
+      dlrt::linear_backward_data(ctx, y, w, dx, Engine::Cpu);
+      dlrt::linear_backward_weights(ctx, x, y, dw, nullptr, false, Engine::Cpu);
+    }
+  };
+  call();
+  double best = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto t0 = std::chrono::steady_clock::now();
+    call();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    best = i == 0 ? seconds : std::min(best, seconds);
+  }
+  cache[key] = best;
+  return best;
 }
 
 // Compulsory traffic: forward reads x and the weights and writes y (and hy,
@@ -285,7 +330,16 @@ void run_case(benchmark::State& state, const std::string& name, const RnnCase& c
       p->backward_weights(ctx, *saved, d->dw);
     };
   }
-  dlrt_bench::measure(state, name, ctx, {flop_of(c, phase), bytes_of(c, phase)}, launch);
+  dlrt_bench::Cost cost{flop_of(c, phase), bytes_of(c, phase)};
+  if (ctx.device().is_cpu() && engine != Engine::Reference) {
+    try {
+      cost.gemm_seconds = gemm_floor_seconds(c, phase);
+    } catch (const std::exception& e) {
+      state.SkipWithError((std::string("failed: timing the GEMM floor: ") + e.what()).c_str());
+      return;
+    }
+  }
+  dlrt_bench::measure(state, name, ctx, cost, launch);
   if (state.error_occurred()) return;
   using benchmark::Counter;
   // Seconds per time step of one layer and direction, and per played node:

@@ -617,6 +617,9 @@ void measure(benchmark::State& state, const std::string& case_name, dlrt::Contex
     if (cost.bytes > 0 && peaks.bytes > 0) floor = std::max(floor, cost.bytes / peaks.bytes);
     if (floor > 0 && total > 0)
       state.counters["roofline"] = Counter(floor * double(state.iterations()) / total);
+    if (cost.gemm_seconds > 0 && total > 0)
+      state.counters["gemm_floor"] =
+          Counter(cost.gemm_seconds * double(state.iterations()) / total);
   } catch (const std::exception& e) {
     state.SkipWithError((std::string("failed: ") + e.what()).c_str());
   }

@@ -94,6 +94,10 @@ dlrt::Tensor random_tensor(const dlrt::Shape& shape, dlrt::Device device, std::u
 struct Cost {
   double flop = 0;   // floating-point operations per call (0: not reported)
   double bytes = 0;  // compulsory memory traffic per call
+  // Seconds the call's multiply-adds take as large GEMMs on the same
+  // threads, measured (0: not reported); the `gemm_floor` counter is this
+  // over the measured time.
+  double gemm_seconds = 0;
 };
 
 // Runs `launch` (one call of the op, queued on ctx) the warm-up count the
