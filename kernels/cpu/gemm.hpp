@@ -1,8 +1,8 @@
 // The Cpu engine's GEMM: OpenBLAS sgemm with one BLAS thread per call (its
 // pthreads build, which locks its buffers so that several threads may call
 // it at once), with the output split across dlrt's threads
-// (runtime/parallel.hpp) when the product is large enough to pay for it. Row-major, as cblas_sgemm with
-// CblasRowMajor:
+// (runtime/parallel.hpp) when the product is large enough to pay for it.
+// Row-major, as cblas_sgemm with CblasRowMajor:
 //   C[M, N] = alpha * op(A)[M, K] * op(B)[K, N] + beta * C
 #pragma once
 
