@@ -38,11 +38,12 @@ namespace {
 using cpu::i64;
 using cpu::Trans;
 
-// Pieces of the batch per step: 16 rows or more each (sgemm streams the
-// whole recurrent weight matrix per call, and at 8 rows runs at two thirds
-// of its 16-row rate here), at most 4; a batch of 8-31 rows still splits in
-// two, which measured faster than one piece even with both directions of a
-// bidirectional layer to run at once.
+// Pieces of the batch per step: 16 rows or more each (every piece streams
+// the whole packed W_hh per step, so fewer pieces read it fewer times), at
+// most 4; a batch of 8-31 rows still splits in two, which measured faster
+// than one piece even with both directions of a bidirectional layer to run
+// at once. The rule was measured with sgemm as the step's product; the
+// packed product runs at its full rate from 8 rows up, so it still holds.
 constexpr i64 kPieceRows = 16;
 constexpr i64 kMaxPieces = 4;
 // Input-projection and dX GEMMs per layer and direction: enough for the
